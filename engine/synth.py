@@ -1,0 +1,325 @@
+"""Writer for small synthetic Step3.5-architecture GGUF files.
+
+Real Step Flash files are 90-200 GB, so the demo model and the test fixtures are
+built here with crafted weights whose behaviour is known. A model is a trunk of
+ordinary Step3.5 decoder blocks (dense SwiGLU FFN, alternating sliding-window and
+full attention) plus up to three MTP heads, each a full decoder block with the
+NextN wiring (enorm, hnorm, eh_proj, shared head).
+
+Tokens use a SentencePiece-style vocabulary: control tokens, the 256 byte
+tokens, printable ASCII characters and caller-chosen pieces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gguf
+import numpy as np
+import numpy.typing as npt
+
+ARCH = "step35"
+F32 = npt.NDArray[np.float32]
+
+SPACE = "\u2581"  # SentencePiece's visible space
+CONTROL_TOKENS = ("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
+USER_TOKENS = ("<think>", "</think>")  # rendered in text so reasoning can be split
+
+# A ChatML template whose generation prompt opens a reasoning block, as Step 3.5 does.
+STEP_LIKE_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """A SentencePiece vocabulary: token texts with their GGUF token types."""
+
+    tokens: tuple[str, ...]
+    types: tuple[int, ...]
+
+    @classmethod
+    def build(cls, pieces: Sequence[str]) -> Vocab:
+        tokens: list[str] = []
+        types: list[int] = []
+
+        def add(text: str, kind: gguf.TokenType) -> None:
+            if text not in tokens:
+                tokens.append(text)
+                types.append(int(kind))
+
+        add("<unk>", gguf.TokenType.UNKNOWN)
+        for text in CONTROL_TOKENS[1:]:
+            add(text, gguf.TokenType.CONTROL)
+        for text in USER_TOKENS:
+            add(text, gguf.TokenType.USER_DEFINED)
+        for byte in range(256):
+            add(f"<0x{byte:02X}>", gguf.TokenType.BYTE)
+        add(SPACE, gguf.TokenType.NORMAL)
+        for code in range(0x21, 0x7F):
+            add(chr(code), gguf.TokenType.NORMAL)
+        for piece in pieces:
+            add(piece.replace(" ", SPACE), gguf.TokenType.NORMAL)
+        return cls(tuple(tokens), tuple(types))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def id(self, text: str) -> int:
+        return self.tokens.index(text.replace(" ", SPACE))
+
+    def byte_id(self, value: int) -> int:
+        return self.tokens.index(f"<0x{value:02X}>")
+
+    @property
+    def bos(self) -> int:
+        return self.id("<s>")
+
+    @property
+    def eos(self) -> int:
+        return self.id("<|im_end|>")
+
+
+@dataclass
+class StepShape:
+    """Hyperparameters of a synthetic Step3.5 model."""
+
+    n_vocab: int
+    n_embd: int
+    n_layer: int = 2
+    n_head: int = 4
+    n_head_kv: int = 2
+    n_ff: int = 256
+    n_swa: int = 16
+    n_mtp: int = 3
+    context_length: int = 4096
+    head_dim: int = 0  # 0: n_embd // n_head
+
+    def __post_init__(self) -> None:
+        if self.head_dim == 0:
+            self.head_dim = self.n_embd // self.n_head
+
+    @property
+    def n_layer_all(self) -> int:
+        return self.n_layer + self.n_mtp
+
+    def is_swa(self, layer: int) -> bool:
+        # Trunk alternates sliding-window and full attention; MTP blocks slide, as in Step 3.5.
+        return layer >= self.n_layer or layer % 2 == 0
+
+
+@dataclass
+class Block:
+    """Weights of one decoder block, numpy row-major (out, in)."""
+
+    wq: F32
+    wk: F32
+    wv: F32
+    wo: F32
+    ffn_gate: F32
+    ffn_up: F32
+    ffn_down: F32
+    attn_norm: F32
+    ffn_norm: F32
+
+
+@dataclass
+class MtpHead:
+    """One MTP head: its decoder block plus the NextN wiring."""
+
+    block: Block
+    eh_proj: F32  # (n_embd, 2 * n_embd)
+    enorm: F32
+    hnorm: F32
+    shared_head_norm: F32
+    shared_head_head: F32  # (n_vocab, n_embd)
+
+
+@dataclass
+class StepWeights:
+    token_embd: F32  # (n_vocab, n_embd)
+    output_norm: F32
+    output: F32  # (n_vocab, n_embd)
+    blocks: list[Block]
+    heads: list[MtpHead] = field(default_factory=list)
+
+
+def zero_block(shape: StepShape, rng: np.random.Generator | None = None, scale: float = 0.0) -> Block:
+    """A decoder block that leaves the residual unchanged, or (with rng) writes to it.
+
+    With rng, attention and FFN get random weights whose outputs onto the residual
+    (wo, ffn_down) have size about `scale`: the text then depends on the context.
+    Zero weights cost the same compute as any others, which benchmarks rely on.
+    """
+    e, hd = shape.n_embd, shape.head_dim
+    q_dim, kv_dim = shape.n_head * hd, shape.n_head_kv * hd
+
+    def mat(rows: int, cols: int, size: float) -> F32:
+        if rng is None:
+            return np.zeros((rows, cols), dtype=np.float32)
+        return np.asarray(rng.standard_normal((rows, cols)) * size / np.sqrt(cols), dtype=np.float32)
+
+    return Block(
+        wq=mat(q_dim, e, 1.0),
+        wk=mat(kv_dim, e, 1.0),
+        wv=mat(kv_dim, e, 1.0),
+        wo=mat(e, q_dim, scale),
+        ffn_gate=mat(shape.n_ff, e, 1.0),
+        ffn_up=mat(shape.n_ff, e, 1.0),
+        ffn_down=mat(e, shape.n_ff, scale),
+        attn_norm=np.ones(e, dtype=np.float32),
+        ffn_norm=np.ones(e, dtype=np.float32),
+    )
+
+
+def lookup_head(shape: StepShape, embd: F32, head_map: Sequence[int], logit_gap: float) -> MtpHead:
+    """An MTP head that reads only its input token and predicts head_map[token].
+
+    eh_proj keeps the normalised token embedding and drops the trunk state; the
+    block adds nothing, so the shared head sees RMSNorm(embed(token)).
+    """
+    e = shape.n_embd
+    eh_proj = np.zeros((e, 2 * e), dtype=np.float32)
+    eh_proj[:, :e] = np.eye(e, dtype=np.float32)
+    return MtpHead(
+        block=zero_block(shape),
+        eh_proj=eh_proj,
+        enorm=np.ones(e, dtype=np.float32),
+        hnorm=np.ones(e, dtype=np.float32),
+        shared_head_norm=np.ones(e, dtype=np.float32),
+        shared_head_head=readout(embd, head_map, logit_gap),
+    )
+
+
+def readout(embd: F32, next_of: Sequence[int], logit_gap: float) -> F32:
+    """Output rows such that RMSNorm(embed(x)) scores next_of[x] highest by about logit_gap.
+
+    Row j is the sum of the (unit-RMS) embeddings of every token whose successor is j:
+    with orthogonal embeddings token x scores exactly logit_gap on next_of[x] and 0
+    elsewhere; with random wide embeddings the others are small noise around 0.
+    """
+    n_vocab, n_embd = embd.shape
+    normed = embd / np.sqrt(np.mean(embd.astype(np.float64) ** 2, axis=1, keepdims=True))
+    out = np.zeros((n_vocab, n_embd), dtype=np.float64)
+    np.add.at(out, np.asarray(next_of), normed)
+    return np.asarray(out * (logit_gap / n_embd), dtype=np.float32)
+
+
+def one_hot_embeddings(n_vocab: int, n_embd: int) -> F32:
+    if n_embd < n_vocab:
+        raise ValueError(f"one-hot embeddings need n_embd >= n_vocab ({n_embd} < {n_vocab})")
+    embd = np.zeros((n_vocab, n_embd), dtype=np.float32)
+    embd[np.arange(n_vocab), np.arange(n_vocab)] = 1.0
+    return embd
+
+
+def write_step35(
+    path: Path,
+    shape: StepShape,
+    vocab: Vocab,
+    weights: StepWeights,
+    *,
+    name: str,
+    chat_template: str | None = STEP_LIKE_TEMPLATE,
+    trunk: bool = True,
+    mtp: bool = True,
+    declare_mtp: bool = True,
+    dtype: type[np.floating] = np.float32,
+    extra_kv: Mapping[str, str | int | float] | None = None,
+) -> Path:
+    """Write a Step3.5 GGUF: trunk and/or MTP tensors, as llama.cpp expects them.
+
+    trunk=False, mtp=True gives an MTP-only file (embeddings, output norm and head
+    blocks only); trunk=True, mtp=False with declare_mtp gives a trunk-only file,
+    or a file that declares heads but ships none of their weights.
+    """
+    n_mtp = shape.n_mtp if declare_mtp else 0
+    n_layer_all = shape.n_layer + n_mtp
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".part")
+    writer = gguf.GGUFWriter(str(tmp), ARCH)
+    writer.add_name(name)
+    writer.add_context_length(shape.context_length)
+    writer.add_embedding_length(shape.n_embd)
+    writer.add_block_count(n_layer_all)
+    writer.add_feed_forward_length(shape.n_ff)
+    writer.add_head_count([shape.n_head] * n_layer_all)
+    writer.add_head_count_kv([shape.n_head_kv] * n_layer_all)
+    writer.add_key_length(shape.head_dim)
+    writer.add_value_length(shape.head_dim)
+    writer.add_rope_dimension_count(shape.head_dim)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_sliding_window(shape.n_swa)
+    writer.add_sliding_window_pattern([shape.is_swa(i) for i in range(n_layer_all)])
+    writer.add_expert_count(0)
+    writer.add_expert_used_count(0)
+    writer.add_expert_feed_forward_length(shape.n_ff)
+    writer.add_leading_dense_block_count(n_layer_all)
+    if n_mtp:
+        writer.add_nextn_predict_layers(n_mtp)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype is np.float32 else gguf.LlamaFileType.MOSTLY_F16)
+
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(list(vocab.tokens))
+    writer.add_token_scores(
+        [0.0 if t != int(gguf.TokenType.NORMAL) else float(len(tok)) for tok, t in zip(vocab.tokens, vocab.types)]
+    )
+    writer.add_token_types(list(vocab.types))
+    writer.add_bos_token_id(vocab.bos)
+    writer.add_eos_token_id(vocab.eos)
+    writer.add_unk_token_id(0)
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(False)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
+    for key, value in (extra_kv or {}).items():
+        if isinstance(value, str):
+            writer.add_string(key, value)
+        elif isinstance(value, int):
+            writer.add_uint32(key, value)
+        else:
+            writer.add_float32(key, value)
+
+    def tensor(tname: str, data: F32, keep_f32: bool = False) -> None:
+        out_type = np.float32 if (keep_f32 or data.ndim == 1) else dtype
+        writer.add_tensor(tname, np.ascontiguousarray(data, dtype=out_type))
+
+    def block(i: int, b: Block) -> None:
+        tensor(f"blk.{i}.attn_norm.weight", b.attn_norm)
+        tensor(f"blk.{i}.attn_q.weight", b.wq)
+        tensor(f"blk.{i}.attn_k.weight", b.wk)
+        tensor(f"blk.{i}.attn_v.weight", b.wv)
+        tensor(f"blk.{i}.attn_output.weight", b.wo)
+        tensor(f"blk.{i}.ffn_norm.weight", b.ffn_norm)
+        tensor(f"blk.{i}.ffn_gate.weight", b.ffn_gate)
+        tensor(f"blk.{i}.ffn_up.weight", b.ffn_up)
+        tensor(f"blk.{i}.ffn_down.weight", b.ffn_down)
+
+    tensor("token_embd.weight", weights.token_embd)
+    tensor("output_norm.weight", weights.output_norm)
+    if trunk:
+        tensor("output.weight", weights.output)
+        for i, b in enumerate(weights.blocks):
+            block(i, b)
+    if mtp and declare_mtp:
+        for k, head in enumerate(weights.heads[: shape.n_mtp]):
+            i = shape.n_layer + k
+            block(i, head.block)
+            tensor(f"blk.{i}.nextn.eh_proj.weight", head.eh_proj)
+            tensor(f"blk.{i}.nextn.enorm.weight", head.enorm)
+            tensor(f"blk.{i}.nextn.hnorm.weight", head.hnorm)
+            tensor(f"blk.{i}.nextn.shared_head_norm.weight", head.shared_head_norm)
+            tensor(f"blk.{i}.nextn.shared_head_head.weight", head.shared_head_head)
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(path)
+    return path

@@ -1,0 +1,343 @@
+"""The decode loop: prompt (with KV-cache reuse), draft, verify, sample, stop, cancel.
+
+One `Generator` owns a loaded model's target context, its MTP drafter and the
+list of tokens whose KV is cached, so a multi-turn chat only evaluates what is
+new. Callbacks report progress and text; `should_stop` is polled once per
+decode step, so a cancel takes effect after at most one more decode call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from engine.chat import ThinkSplitter
+from engine.llama import Context, DecodeAborted, Model, Sampler, SamplerParams
+from engine.mtp import MtpDrafter
+from engine.stats import ReplyStats
+from engine.text import StopMatcher, Utf8Stream
+
+Kind = Literal["reasoning", "answer"]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of streamed text of one kind; from_draft marks tokens accepted from MTP drafts."""
+
+    text: str
+    kind: Kind
+    from_draft: bool
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What one decode step added: its text segments and the tokens behind them."""
+
+    segments: tuple[Segment, ...]
+    token_ids: tuple[int, ...]
+    from_draft: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 512
+    sampler: SamplerParams = field(default_factory=SamplerParams)
+    mtp_depth: int | None = None  # None: every head the model has
+    p_min: float = 0.0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Reply:
+    text: str
+    reasoning: str
+    token_ids: list[int]
+    stats: ReplyStats
+
+
+class PromptTooLong(ValueError):
+    """The prompt does not fit in the context window."""
+
+
+class Cancelled(Exception):
+    """Prompt processing was stopped by the caller."""
+
+
+DeltaCallback = Callable[[Delta, ReplyStats], None]
+ProgressCallback = Callable[[int, int], None]  # tokens evaluated, tokens to evaluate
+
+
+def resolve_depth(requested: int | None, n_heads: int, weights_absent: bool) -> tuple[int, str | None]:
+    """The depth MTP will run at, and why it differs from the request (stats.MTP_NOTES)."""
+    if n_heads == 0:
+        return 0, "weights_absent" if weights_absent else "no_heads"
+    if requested is None:
+        return n_heads, None
+    if requested <= 0:
+        return 0, "depth_zero"
+    if requested > n_heads:
+        return n_heads, "depth_clamped"
+    return requested, None
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class Generator:
+    """Generates from one model, keeping its KV cache between calls."""
+
+    # Test hook: with rollback off, rejected drafts stay in the KV caches (the bug the
+    # lossless tests exist to catch).
+    rollback_enabled = True
+
+    def __init__(self, model: Model, target: Context, drafter: MtpDrafter | None, weights_absent: bool) -> None:
+        self.model = model
+        self.target = target
+        self.drafter = drafter
+        self.weights_absent = weights_absent
+        self.n_heads = drafter.n_heads if drafter else 0
+        self.cached: list[int] = []  # tokens at target KV positions 0..len-1
+
+    def reset(self) -> None:
+        """Forget the KV caches: the next prompt is evaluated from scratch."""
+        self.target.clear()
+        self.cached.clear()
+        if self.drafter:
+            self.drafter.reset()
+
+    # Prompt -----------------------------------------------------------------------
+
+    def _reusable_prefix(self, tokens: Sequence[int], use_mtp: bool) -> int:
+        """Roll the caches back to the longest reusable prefix; return where evaluation starts."""
+        reuse = common_prefix(self.cached, tokens)
+        if use_mtp and self.drafter:
+            # The drafter must see every position too; re-decode one earlier token so its
+            # hidden row can pair with the first token the drafter has not seen.
+            reuse = min(reuse, self.drafter.valid_upto)
+            reuse = max(reuse - 1, 0)
+        if reuse > 0 and not self._can_resume_at(reuse):
+            reuse = 0
+        if reuse == 0:
+            self.target.clear()
+            if self.drafter:
+                self.drafter.reset()
+        elif self.drafter:
+            self.drafter.rollback(reuse + 1 if use_mtp else reuse)
+        del self.cached[reuse:]
+        return reuse
+
+    def _can_resume_at(self, pos: int) -> bool:
+        if not self.target.remove_from(pos):
+            return False
+        n_swa = self.model.n_swa
+        if n_swa <= 0:
+            return True
+        # A sliding-window cache keeps only recent cells: resuming needs the window before pos.
+        pos_min = self.target.pos_min()
+        return 0 <= pos_min <= max(0, pos - n_swa)
+
+    def _prefill(
+        self,
+        tokens: Sequence[int],
+        use_mtp: bool,
+        should_stop: Callable[[], bool],
+        on_progress: ProgressCallback | None,
+    ) -> int:
+        """Evaluate tokens (all but the prompt's last); return how many were evaluated."""
+        start = self._reusable_prefix(tokens, use_mtp)
+        drafter = self.drafter if use_mtp else None
+        draft_from = start + 1 if drafter and start > 0 else start
+        n_batch = self.target.n_batch
+        total = len(tokens) - start
+        self.target.set_abort(should_stop)
+        try:
+            for pos in range(start, len(tokens), n_batch):
+                if should_stop():
+                    raise Cancelled()
+                chunk = list(tokens[pos : pos + n_batch])
+                try:
+                    self.target.decode(chunk, pos, outputs="none")
+                except DecodeAborted:
+                    self.target.remove_from(pos)
+                    raise Cancelled() from None
+                self.cached.extend(chunk)
+                if drafter:
+                    hidden = self.target.hidden_rows(len(chunk))
+                    skip = max(draft_from - pos, 0)
+                    if skip:
+                        drafter.pending_h = hidden[skip - 1].copy()
+                    drafter.catch_up(chunk[skip:], pos + skip, hidden[skip:])
+                if on_progress:
+                    on_progress(pos + len(chunk) - start, total)
+        finally:
+            self.target.set_abort(None)
+        return total
+
+    # Generation -------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        params: GenerationParams,
+        *,
+        starts_in_reasoning: bool | None = None,
+        on_delta: DeltaCallback | None = None,
+        on_progress: ProgressCallback | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Reply:
+        """Generate after `prompt`. starts_in_reasoning: None for raw text (no <think> split)."""
+        if not prompt:
+            raise ValueError("empty prompt")
+        n_ctx = self.target.n_ctx
+        if len(prompt) >= n_ctx:
+            raise PromptTooLong(f"the prompt is {len(prompt)} tokens but the context holds {n_ctx}")
+        depth, note = resolve_depth(params.mtp_depth, self.n_heads, self.weights_absent)
+        requested = params.mtp_depth if params.mtp_depth is not None else self.n_heads
+        stats = ReplyStats(n_heads=self.n_heads, mtp_depth=depth, mtp_depth_requested=requested, mtp_note=note)
+        use_mtp = depth > 0 and self.drafter is not None
+        self.target.keep_hidden_rows(use_mtp)
+
+        sampler = Sampler(params.sampler)
+        try:
+            for token in prompt[-params.sampler.repeat_last_n :]:
+                sampler.accept(token)
+            try:
+                n_evaluated = self._prefill(prompt[:-1], use_mtp, should_stop, on_progress)
+            except Cancelled:
+                stats.prompt_done(len(prompt), 0)
+                stats.stop_reason = "cancelled"
+                return Reply("", "", [], stats)
+            stats.prompt_done(len(prompt), n_evaluated + 1)
+            out = _TextOut(starts_in_reasoning, params.stop, on_delta, stats)
+            self._decode_loop(prompt[-1], params, depth if use_mtp else 0, sampler, stats, out, should_stop)
+            return out.finish()
+        finally:
+            sampler.close()
+
+    def _decode_loop(
+        self,
+        last: int,
+        params: GenerationParams,
+        depth: int,
+        sampler: Sampler,
+        stats: ReplyStats,
+        out: _TextOut,
+        should_stop: Callable[[], bool],
+    ) -> None:
+        target, drafter, model = self.target, self.drafter, self.model
+        n_ctx = target.n_ctx
+        n_past = len(self.cached)
+        while True:
+            if should_stop():
+                stats.stop_reason = "cancelled"
+                return
+            if n_past >= n_ctx:
+                stats.stop_reason = "context_full"
+                return
+            remaining = params.max_tokens - stats.n_predicted
+            n_draft = min(depth, remaining - 1, n_ctx - n_past - 1)
+            draft = drafter.draft(last, n_past, n_draft, params.p_min).tokens if drafter and n_draft > 0 else []
+            batch = [last, *draft]
+            target.decode(batch, n_past, outputs="all" if draft else "last")
+            if drafter and depth:
+                drafter.catch_up(batch, n_past, target.hidden_rows(len(batch)))
+
+            # The target's own sampler verifies: keep drafts while it samples the same token.
+            sampled: list[int] = []
+            for i in range(len(batch)):
+                token = sampler.sample(target, i)
+                sampled.append(token)
+                if i >= len(draft) or token != draft[i]:
+                    break
+            n_accepted = len(sampled) - 1
+            self.cached.extend(batch[: n_accepted + 1])
+            n_past += n_accepted + 1
+            if self.rollback_enabled:
+                target.remove_from(n_past)
+                if drafter and depth:
+                    drafter.rollback(n_past)
+            if drafter and depth:
+                drafter.accept(n_accepted)
+
+            emitted: list[int] = []
+            for token in sampled:
+                if model.is_eog(token):
+                    stats.stop_reason = "eog"
+                    break
+                emitted.append(token)
+                if stats.n_predicted + len(emitted) >= params.max_tokens:
+                    stats.stop_reason = "max_tokens"
+                    break
+                if out.would_stop_after(model.piece(token)):
+                    stats.stop_reason = "stop_string"
+                    break
+            stats.step(len(draft), n_accepted, len(emitted))
+            out.emit(emitted, [i < n_accepted for i in range(len(emitted))])
+            if stats.stop_reason:
+                return
+            last = sampled[-1]
+
+
+class _TextOut:
+    """Bytes -> characters -> stop-string check -> reasoning/answer split -> callback."""
+
+    def __init__(
+        self,
+        starts_in_reasoning: bool | None,
+        stops: Sequence[str],
+        on_delta: DeltaCallback | None,
+        stats: ReplyStats,
+    ) -> None:
+        self.utf8 = Utf8Stream()
+        self.stop = StopMatcher(stops)
+        self.splitter = ThinkSplitter(starts_in_reasoning) if starts_in_reasoning is not None else None
+        self.on_delta = on_delta
+        self.stats = stats
+        self.tokens: list[int] = []
+        self.parts: dict[Kind, list[str]] = {"reasoning": [], "answer": []}
+        self._pending: list[str] = []  # text per token, decoded ahead by would_stop_after
+
+    def would_stop_after(self, piece: bytes) -> bool:
+        """Decode one token's text; True when it completes a stop string."""
+        self._pending.append(self.stop.feed(self.utf8.feed(piece)))
+        return self.stop.matched is not None
+
+    def emit(self, tokens: list[int], from_draft: list[bool]) -> None:
+        texts, self._pending = self._pending, []
+        segments: list[Segment] = []
+        for text, drafted in zip(texts, from_draft):
+            self._add(segments, text, drafted)
+        self.tokens.extend(tokens)
+        self._publish(segments, tokens, from_draft)
+
+    def _add(self, segments: list[Segment], text: str, drafted: bool) -> None:
+        pieces: list[tuple[Kind, str]] = (
+            self.splitter.feed(text) if self.splitter else ([("answer", text)] if text else [])
+        )
+        for kind, piece in pieces:
+            self.parts[kind].append(piece)
+            if segments and segments[-1].kind == kind and segments[-1].from_draft == drafted:
+                segments[-1] = Segment(segments[-1].text + piece, kind, drafted)
+            else:
+                segments.append(Segment(piece, kind, drafted))
+
+    def _publish(self, segments: list[Segment], tokens: list[int], from_draft: list[bool]) -> None:
+        if self.on_delta and (segments or tokens):
+            self.on_delta(Delta(tuple(segments), tuple(tokens), tuple(from_draft)), self.stats)
+
+    def finish(self) -> Reply:
+        segments: list[Segment] = []
+        tail = self.stop.feed(self.utf8.flush()) + self.stop.flush()
+        self._add(segments, tail, False)
+        if self.splitter:
+            for kind, piece in self.splitter.flush():
+                self.parts[kind].append(piece)
+                segments.append(Segment(piece, kind, False))
+        self._publish(segments, [], [])
+        return Reply("".join(self.parts["answer"]), "".join(self.parts["reasoning"]), self.tokens, self.stats)

@@ -1,0 +1,345 @@
+"""The only module that touches llama_cpp: a thin, typed layer over the pinned 0.3.36 API.
+
+llama-cpp-python's MTP support lives in low-level and experimental bindings
+(`llama_cpp_ext`) that may change between releases; keeping every call here
+means an upgrade touches one file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+import numpy.typing as npt
+from llama_cpp import llama_cpp_ext
+
+log = logging.getLogger("stride.llama")
+llama_log = logging.getLogger("stride.llama.cpp")
+
+_init_lock = threading.Lock()
+_initialised = False
+# ggml_log_level: 1 debug, 2 info, 3 warn, 4 error (5 continues the previous line; logged as debug)
+_LOG_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+
+
+@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+def _log_callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+    message = text.decode("utf-8", "replace").rstrip()
+    if message:
+        llama_log.log(_LOG_LEVELS.get(level, logging.DEBUG), message)
+
+
+def init_backend() -> None:
+    """Initialise llama.cpp once per process and route its log through `logging`."""
+    global _initialised
+    with _init_lock:
+        if not _initialised:
+            llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+            llama_cpp.llama_backend_init()
+            _initialised = True
+
+
+class LlamaError(RuntimeError):
+    """llama.cpp refused an operation; the message says which and why."""
+
+
+class LoadCancelled(Exception):
+    """The caller's progress callback asked to stop loading."""
+
+
+class Model:
+    """A loaded GGUF model (weights, vocabulary, metadata)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        load_mtp: bool,
+        n_gpu_layers: int = 0,
+        progress: Callable[[float], bool] | None = None,
+    ) -> None:
+        init_backend()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        params.load_mtp = load_mtp
+        cancelled = False
+
+        def on_progress(fraction: float, _user: ctypes.c_void_p) -> bool:
+            nonlocal cancelled
+            keep_going = progress(float(fraction)) if progress else True
+            cancelled = not keep_going
+            return keep_going
+
+        callback = llama_cpp.llama_progress_callback(on_progress)
+        params.progress_callback = callback
+        ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not ptr:
+            if cancelled:
+                raise LoadCancelled(str(path))
+            raise LlamaError(f"llama.cpp could not load {path.name}; see the log for the reason")
+        self.ptr = ptr
+        self.path = path
+        self.vocab = llama_cpp.llama_model_get_vocab(ptr)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
+        self.n_embd_out = int(llama_cpp.llama_model_n_embd_out(ptr))
+        self.n_mtp_layers = int(llama_cpp.llama_model_n_layer_nextn(ptr))
+        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(ptr))
+        self.n_swa = int(llama_cpp.llama_model_n_swa(ptr))
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self.bos = int(llama_cpp.llama_vocab_bos(self.vocab))
+        self.eos = int(llama_cpp.llama_vocab_eos(self.vocab))
+        self.size_bytes = int(llama_cpp.llama_model_size(ptr))
+        self._pieces: dict[int, bytes] = {}
+
+    def close(self) -> None:
+        if self.ptr:
+            llama_cpp.llama_model_free(self.ptr)
+            self.ptr = None
+
+    def chat_template(self) -> str | None:
+        raw = llama_cpp.llama_model_chat_template(self.ptr, None)
+        return raw.decode("utf-8", "replace") if raw else None
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(4096)
+        n = llama_cpp.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        out = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), out, capacity, add_special, parse_special)
+        if n < 0:
+            capacity = -n
+            out = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), out, capacity, add_special, parse_special)
+        if n < 0:
+            raise LlamaError("tokenization failed")
+        return list(out[:n])
+
+    def piece(self, token: int) -> bytes:
+        """Raw bytes of one token, special tokens rendered (cached: the hot path calls it per token)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            buf = ctypes.create_string_buffer(256)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
+            cached = buf.raw[: max(n, 0)]
+            self._pieces[token] = cached
+        return cached
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+
+@dataclass(frozen=True)
+class ContextParams:
+    n_ctx: int
+    n_threads: int
+    n_batch: int = 512
+    n_ubatch: int = 512
+    type_k: str = "f16"
+    type_v: str = "f16"
+
+
+KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
+
+
+class Context:
+    """A llama.cpp context: the target (trunk) or an MTP draft context."""
+
+    def __init__(self, model: Model, params: ContextParams, *, mtp: bool) -> None:
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = params.n_ctx
+        cparams.n_batch = params.n_batch
+        cparams.n_ubatch = params.n_ubatch
+        cparams.n_seq_max = 1
+        cparams.n_threads = params.n_threads
+        cparams.n_threads_batch = params.n_threads
+        cparams.no_perf = True
+        # llama.cpp defaults to a full-size sliding-window cache; Step 3.5 is 3/4 SWA layers,
+        # so the small n_swa + n_ubatch cache saves most of the KV memory.
+        cparams.swa_full = False
+        cparams.type_k = KV_TYPES[params.type_k]
+        cparams.type_v = KV_TYPES[params.type_v]
+        if mtp:
+            cparams.ctx_type = llama_cpp.LLAMA_CONTEXT_TYPE_MTP
+        ptr = llama_cpp.llama_init_from_model(model.ptr, cparams)
+        if not ptr:
+            kind = "MTP draft" if mtp else "main"
+            raise LlamaError(f"llama.cpp could not create the {kind} context (n_ctx={params.n_ctx}); see the log")
+        self.ptr = ptr
+        self.model = model
+        self.is_mtp = mtp
+        self.n_ctx = int(llama_cpp.llama_n_ctx(ptr))
+        self.n_batch = params.n_batch
+        self.n_vocab = model.n_vocab
+        self.n_embd = model.n_embd_out
+        self.mem = llama_cpp.llama_get_memory(ptr)
+        self.batch = llama_cpp.llama_batch_ext_init(ptr)
+        self._pos = llama_cpp.llama_pos(0)
+        self._abort: Callable[[], bool] | None = None
+        self._abort_cb = llama_cpp.ggml_abort_callback(self._on_abort)
+        if mtp:
+            llama_cpp_ext.llama_set_embeddings_nextn(ptr, True, True)
+
+    def close(self) -> None:
+        if self.ptr:
+            llama_cpp.llama_batch_ext_free(self.batch)
+            llama_cpp.llama_free(self.ptr)
+            self.ptr = None
+
+    def keep_hidden_rows(self, on: bool) -> None:
+        """Keep every batch row's pre-norm hidden state (the MTP heads read them); off costs nothing."""
+        llama_cpp_ext.llama_set_embeddings_nextn(self.ptr, on, False)
+
+    def _on_abort(self, _data: ctypes.c_void_p) -> bool:
+        return bool(self._abort and self._abort())
+
+    def set_abort(self, should_abort: Callable[[], bool] | None) -> None:
+        """Let a long decode stop mid-way (used for prompt processing only: it costs a call per graph node)."""
+        self._abort = should_abort
+        if should_abort is None:
+            llama_cpp.llama_set_abort_callback(self.ptr, llama_cpp.ggml_abort_callback(0), None)
+        else:
+            llama_cpp.llama_set_abort_callback(self.ptr, self._abort_cb, None)
+
+    def decode(
+        self,
+        tokens: Sequence[int],
+        pos0: int,
+        *,
+        outputs: str = "last",
+        hidden: npt.NDArray[np.float32] | None = None,
+    ) -> None:
+        """Decode tokens at positions pos0.. in one batch.
+
+        outputs: "all" rows, the "last" row, or "none". hidden: one state row per token
+        (MTP contexts only), each token paired with the trunk's hidden state.
+        """
+        batch = self.batch
+        llama_cpp.llama_batch_ext_clear(batch)
+        n = len(tokens)
+        embd = llama_cpp.llama_embd()
+        if hidden is not None:
+            hidden = np.ascontiguousarray(hidden, dtype=np.float32)
+            embd.n_rows = 1
+            embd.n_embd = self.n_embd
+        for i, token in enumerate(tokens):
+            idx = llama_cpp.llama_batch_ext_add_token(batch, 0, token)
+            if idx < 0:
+                raise LlamaError(f"batch rejected token {token} (code {idx})")
+            self._pos.value = pos0 + i
+            llama_cpp.llama_batch_ext_set_pos(batch, idx, ctypes.byref(self._pos))
+            if outputs == "all" or (outputs == "last" and i == n - 1):
+                llama_cpp.llama_batch_ext_set_output_logits(batch, idx, True)
+            if hidden is not None:
+                embd.data = hidden[i].ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+                if not llama_cpp.llama_batch_ext_set_embd_token(batch, idx, embd):
+                    raise LlamaError("MTP hidden-state row rejected")
+        rc = llama_cpp.llama_process(self.ptr, llama_cpp.LLAMA_PROCESS_TYPE_DECODE, batch)
+        if rc == 2:
+            raise DecodeAborted()
+        if rc != 0:
+            reason = "no free KV-cache slot (context full)" if rc == 1 else f"error code {rc}"
+            raise LlamaError(f"decode failed at position {pos0}: {reason}")
+
+    def logits(self, i: int) -> npt.NDArray[np.float32]:
+        """Logits of output row i (a view into llama.cpp's buffer, valid until the next decode)."""
+        ptr = llama_cpp.llama_get_logits_ith(self.ptr, i)
+        if not ptr:
+            raise LlamaError(f"no logits for row {i}")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def hidden_rows(self, n: int) -> npt.NDArray[np.float32]:
+        """Pre-norm hidden states of all n rows of the last batch (target context), copied."""
+        ptr = llama_cpp_ext.llama_get_embeddings_nextn(self.ptr)
+        if not ptr:
+            raise LlamaError("the model gave no hidden states for MTP")
+        return np.ctypeslib.as_array(ptr, shape=(n, self.n_embd)).copy()
+
+    def hidden_row(self, i: int) -> npt.NDArray[np.float32]:
+        ptr = llama_cpp_ext.llama_get_embeddings_nextn_ith(self.ptr, i)
+        if not ptr:
+            raise LlamaError(f"no hidden state for row {i}")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_embd,)).copy()
+
+    def select_head(self, head: int) -> None:
+        llama_cpp_ext.llama_set_nextn_layer_offset(self.ptr, head)
+
+    def remove_from(self, pos: int) -> bool:
+        """Forget positions >= pos (KV rollback). False when the cache cannot do it."""
+        return bool(llama_cpp.llama_memory_seq_rm(self.mem, 0, pos, -1))
+
+    def clear(self) -> None:
+        llama_cpp.llama_memory_clear(self.mem, True)
+
+    def pos_min(self) -> int:
+        return int(llama_cpp.llama_memory_seq_pos_min(self.mem, 0))
+
+    def pos_max(self) -> int:
+        return int(llama_cpp.llama_memory_seq_pos_max(self.mem, 0))
+
+
+class DecodeAborted(Exception):
+    """A decode stopped early because the abort check said so."""
+
+
+@dataclass(frozen=True)
+class SamplerParams:
+    temperature: float = 0.0
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    seed: int = 0xFFFFFFFF  # llama.cpp's "random seed"
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+class Sampler:
+    """The target's own llama.cpp sampler chain; it both samples and verifies drafts."""
+
+    def __init__(self, params: SamplerParams) -> None:
+        chain_params = llama_cpp.llama_sampler_chain_default_params()
+        chain_params.no_perf = True
+        self.ptr = llama_cpp.llama_sampler_chain_init(chain_params)
+        add = llama_cpp.llama_sampler_chain_add
+        if params.repeat_penalty != 1.0:
+            add(self.ptr, llama_cpp.llama_sampler_init_penalties(params.repeat_last_n, params.repeat_penalty, 0.0, 0.0))
+        if params.greedy:
+            add(self.ptr, llama_cpp.llama_sampler_init_greedy())
+        else:
+            if params.top_k > 0:
+                add(self.ptr, llama_cpp.llama_sampler_init_top_k(params.top_k))
+            if params.top_p < 1.0:
+                add(self.ptr, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+            if params.min_p > 0.0:
+                add(self.ptr, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+            add(self.ptr, llama_cpp.llama_sampler_init_temp(params.temperature))
+            add(self.ptr, llama_cpp.llama_sampler_init_dist(params.seed))
+
+    def sample(self, ctx: Context, row: int) -> int:
+        """Sample from output row `row` and record the token in the chain's history."""
+        return int(llama_cpp.llama_sampler_sample(self.ptr, ctx.ptr, row))
+
+    def accept(self, token: int) -> None:
+        """Record a token the chain did not sample (prompt history for the repeat penalty)."""
+        llama_cpp.llama_sampler_accept(self.ptr, token)
+
+    def close(self) -> None:
+        if self.ptr:
+            llama_cpp.llama_sampler_free(self.ptr)
+            self.ptr = None

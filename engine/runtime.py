@@ -1,0 +1,175 @@
+"""A loaded model ready to talk: files inspected, weights loaded, contexts made.
+
+`Runtime.load` is where a user's GGUF (and optional separate MTP-only GGUF)
+becomes a trunk context plus, when the heads exist, an MTP draft context.
+Every failure a user can cause comes out as a `ModelLoadError` whose message
+names the problem and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine import chat
+from engine.generate import GenerationParams, Generator, Reply
+from engine.gguf_info import ModelFileError, ModelInfo, inspect_model
+from engine.llama import Context, ContextParams, LlamaError, LoadCancelled, Model
+from engine.mtp import MtpDrafter
+
+
+class ModelLoadError(Exception):
+    """Loading failed for a reason the user can act on (the message says how)."""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    n_ctx: int = 4096
+    n_threads: int = 0  # 0: all cores
+    n_gpu_layers: int = 0
+    kv_type: str = "f16"
+    n_batch: int = 512
+
+    def threads(self) -> int:
+        return self.n_threads or max(1, os.cpu_count() or 1)
+
+
+LoadProgress = Callable[[float, str], None]  # fraction 0..1, what is happening
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    tokens: list[int]
+    starts_in_reasoning: bool
+    warning: str | None
+
+
+class Runtime:
+    """A model with its contexts; owns llama.cpp resources until close()."""
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        model: Model,
+        mtp_model: Model | None,
+        target: Context,
+        draft: Context | None,
+        options: LoadOptions,
+    ) -> None:
+        self.info = info
+        self.model = model
+        self.mtp_model = mtp_model
+        self.target = target
+        self.draft = draft
+        self.options = options
+        n_heads = (mtp_model or model).n_mtp_layers if draft else 0
+        drafter = MtpDrafter(draft, n_heads) if draft else None
+        self.generator = Generator(model, target, drafter, weights_absent=info.mtp_weights == "absent")
+        self.template = model.chat_template()
+
+    @property
+    def n_heads(self) -> int:
+        return self.generator.n_heads
+
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        mtp_path: Path | None = None,
+        options: LoadOptions = LoadOptions(),
+        *,
+        progress: LoadProgress | None = None,
+        should_cancel: Callable[[], bool] = lambda: False,
+    ) -> Runtime:
+        """Inspect, then load. Raises ModelFileError, ModelLoadError or LoadCancelled."""
+        info = inspect_model(path, mtp_path)
+        n_ctx = min(options.n_ctx, info.context_length) if info.context_length > 0 else options.n_ctx
+        separate = info.mtp_weights == "separate"
+        share = 0.8 if separate else 1.0
+
+        def stage(start: float, width: float, what: str) -> Callable[[float], bool]:
+            def report(fraction: float) -> bool:
+                if progress:
+                    progress(start + width * fraction, what)
+                return not should_cancel()
+
+            return report
+
+        model = mtp_model = None
+        target = draft = None
+        try:
+            model = _load_model(
+                path, info.mtp_weights == "embedded", options, stage(0.0, 0.95 * share, "Loading weights")
+            )
+            if separate and mtp_path is not None:
+                mtp_model = _load_model(
+                    mtp_path, True, options, stage(0.95 * share, 0.95 - 0.95 * share, "Loading MTP heads")
+                )
+            if progress:
+                progress(0.96, "Creating contexts")
+            cparams = ContextParams(
+                n_ctx=n_ctx,
+                n_threads=options.threads(),
+                n_batch=options.n_batch,
+                n_ubatch=options.n_batch,
+                type_k=options.kv_type,
+                type_v=options.kv_type,
+            )
+            target = Context(model, cparams, mtp=False)
+            if info.mtp_weights in ("embedded", "separate"):
+                draft = Context(mtp_model or model, cparams, mtp=True)
+            if should_cancel():
+                raise LoadCancelled(str(path))
+        except BaseException as exc:
+            for resource in (draft, target, mtp_model, model):
+                if resource is not None:
+                    resource.close()
+            if isinstance(exc, LlamaError):
+                raise ModelLoadError(f"{path.name}: {exc}") from exc
+            raise
+        if progress:
+            progress(1.0, "Ready")
+        return cls(info, model, mtp_model, target, draft, options)
+
+    def close(self) -> None:
+        for resource in (self.draft, self.target, self.mtp_model, self.model):
+            if resource is not None:
+                resource.close()
+
+    # Prompts -----------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        """Raw text as the model sees it: BOS if the model wants one, special tokens not parsed."""
+        return self.model.tokenize(text, add_special=True, parse_special=False)
+
+    def chat_prompt(
+        self, messages: Sequence[Mapping[str, Any]], variables: Mapping[str, Any] | None = None
+    ) -> ChatPrompt:
+        """Render messages with the model's own template (sandboxed) and tokenize them."""
+        bos_text = self.model.piece(self.model.bos).decode("utf-8", "replace") if self.model.add_bos else ""
+        text, warning = chat.render_or_fallback(
+            self.template,
+            messages,
+            add_generation_prompt=True,
+            bos_token=bos_text,
+            eos_token=self.model.piece(self.model.eos).decode("utf-8", "replace"),
+            variables=variables,
+        )
+        # The template writes the BOS text itself; let the tokenizer add the real token once.
+        if bos_text and text.startswith(bos_text):
+            text = text[len(bos_text) :]
+        tokens = self.model.tokenize(text, add_special=True, parse_special=True)
+        return ChatPrompt(tokens, chat.generation_starts_in_reasoning(text), warning)
+
+    def generate(self, tokens: Sequence[int], params: GenerationParams, **kw: Any) -> Reply:
+        return self.generator.generate(tokens, params, **kw)
+
+
+def _load_model(path: Path, load_mtp: bool, options: LoadOptions, progress: Callable[[float], bool]) -> Model:
+    return Model(path, load_mtp=load_mtp, n_gpu_layers=options.n_gpu_layers, progress=progress)
+
+
+__all__ = ["ChatPrompt", "LoadCancelled", "LoadOptions", "ModelFileError", "ModelLoadError", "Runtime"]

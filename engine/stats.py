@@ -1,0 +1,150 @@
+"""Counters and rates for one reply: pure data, no llama.cpp, no Qt."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+# Why MTP is not running at the requested depth (None when it is).
+MTP_NOTES = ("no_heads", "weights_absent", "depth_zero", "depth_clamped")
+MTP_NOTE_TEXT = {
+    "no_heads": "this model has no MTP heads, so it runs plain decoding",
+    "weights_absent": "the model declares MTP heads but their weights are not in the file; "
+    "give the separate MTP file to use them",
+    "depth_zero": "MTP depth is set to Off",
+    "depth_clamped": "the requested depth is more than the model's MTP heads; using all of them",
+}
+STOP_REASONS = ("eog", "max_tokens", "stop_string", "context_full", "cancelled")
+RATE_WINDOW_S = 2.0
+
+
+@dataclass
+class ReplyStats:
+    """Everything measured about one reply. Times are time.perf_counter() seconds."""
+
+    n_heads: int = 0
+    mtp_depth: int = 0
+    mtp_depth_requested: int | str = 0
+    mtp_note: str | None = None
+    n_prompt: int = 0  # prompt tokens in the context for this reply
+    n_prompt_evaluated: int = 0  # of which evaluated now (the rest reused from the KV cache)
+    n_predicted: int = 0
+    n_drafted: int = 0
+    n_accepted: int = 0
+    n_steps: int = 0  # verification steps (target decode calls while generating)
+    drafted_per_position: list[int] = field(default_factory=list)
+    accepted_per_position: list[int] = field(default_factory=list)
+    t_start: float = field(default_factory=time.perf_counter)
+    t_prompt_done: float | None = None
+    t_first_token: float | None = None
+    t_last_token: float | None = None
+    stop_reason: str | None = None
+    _recent: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
+
+    def __post_init__(self) -> None:
+        width = max(self.n_heads, 1)
+        self.drafted_per_position = [0] * width
+        self.accepted_per_position = [0] * width
+
+    def prompt_done(self, n_prompt: int, n_evaluated: int) -> None:
+        self.n_prompt = n_prompt
+        self.n_prompt_evaluated = n_evaluated
+        self.t_prompt_done = time.perf_counter()
+
+    def step(self, n_drafted: int, n_accepted: int, n_emitted: int) -> None:
+        """Record one verification step: drafts offered, drafts accepted, tokens emitted."""
+        now = time.perf_counter()
+        self.n_steps += 1
+        self.n_drafted += n_drafted
+        self.n_accepted += n_accepted
+        for k in range(n_drafted):
+            self.drafted_per_position[k] += 1
+        for k in range(n_accepted):
+            self.accepted_per_position[k] += 1
+        if n_emitted:
+            self.n_predicted += n_emitted
+            if self.t_first_token is None:
+                self.t_first_token = now
+            self.t_last_token = now
+            self._recent.append((now, n_emitted))
+            while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
+                self._recent.popleft()
+
+    # Derived figures -----------------------------------------------------------------
+
+    @property
+    def acceptance(self) -> float | None:
+        return self.n_accepted / self.n_drafted if self.n_drafted else None
+
+    @property
+    def acceptance_per_position(self) -> list[float | None]:
+        return [a / d if d else None for a, d in zip(self.accepted_per_position, self.drafted_per_position)]
+
+    @property
+    def mean_accepted_length(self) -> float | None:
+        """Accepted drafts per verification step (llama.cpp's definition)."""
+        return self.n_accepted / self.n_steps if self.n_steps and self.mtp_depth else None
+
+    @property
+    def decode_seconds(self) -> float:
+        if self.t_prompt_done is None or self.t_last_token is None:
+            return 0.0
+        return self.t_last_token - self.t_prompt_done
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Generated tokens / time from the end of prompt processing to the last token."""
+        seconds = self.decode_seconds
+        return self.n_predicted / seconds if seconds > 0 else None
+
+    def window_tokens_per_second(self, now: float | None = None) -> float | None:
+        """Rate over the last RATE_WINDOW_S seconds: what the reply runs at right now."""
+        now = time.perf_counter() if now is None else now
+        recent = [(t, n) for t, n in self._recent if now - t <= RATE_WINDOW_S]
+        if len(recent) < 2:
+            return None
+        span = recent[-1][0] - recent[0][0]
+        return sum(n for _, n in recent[1:]) / span if span > 0 else None
+
+    @property
+    def ttft_s(self) -> float | None:
+        return self.t_first_token - self.t_start if self.t_first_token is not None else None
+
+    @property
+    def prompt_seconds(self) -> float | None:
+        return self.t_prompt_done - self.t_start if self.t_prompt_done is not None else None
+
+    @property
+    def prompt_tokens_per_second(self) -> float | None:
+        seconds = self.prompt_seconds
+        if not seconds or not self.n_prompt_evaluated:
+            return None
+        return self.n_prompt_evaluated / seconds
+
+    def snapshot(self) -> dict[str, Any]:
+        """The figures as plain JSON-ready data (the CLI's --json fields)."""
+        return {
+            "n_prompt": self.n_prompt,
+            "n_prompt_evaluated": self.n_prompt_evaluated,
+            "n_predicted": self.n_predicted,
+            "n_drafted": self.n_drafted,
+            "n_accepted": self.n_accepted,
+            "acceptance": self.acceptance,
+            "drafted_per_position": list(self.drafted_per_position[: max(self.mtp_depth, 0)]),
+            "accepted_per_position": list(self.accepted_per_position[: max(self.mtp_depth, 0)]),
+            "acceptance_per_position": self.acceptance_per_position[: max(self.mtp_depth, 0)],
+            "mean_accepted_length": self.mean_accepted_length,
+            "n_steps": self.n_steps,
+            "tokens_per_second": self.tokens_per_second,
+            "window_tokens_per_second": self.window_tokens_per_second(),
+            "ttft_s": self.ttft_s,
+            "prompt_seconds": self.prompt_seconds,
+            "prompt_tokens_per_second": self.prompt_tokens_per_second,
+            "decode_seconds": self.decode_seconds,
+            "mtp_depth": self.mtp_depth,
+            "mtp_depth_requested": self.mtp_depth_requested,
+            "mtp_note": self.mtp_note,
+            "stop_reason": self.stop_reason,
+        }

@@ -1,0 +1,50 @@
+"""Where the heads live: embedded, a separate MTP-only file, declared but absent, or none."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.generate import GenerationParams
+from engine.runtime import Runtime
+from tests.engine.test_lossless import PROMPT
+
+
+def test_split_trunk_and_mtp_files_match_one_file(
+    load: Callable[..., Runtime], live_gguf: Path, split_pair: tuple[Path, Path]
+) -> None:
+    single = load(live_gguf)
+    split = load(*split_pair)
+    assert split.info.mtp_weights == "separate" and split.n_heads == 3
+    params = GenerationParams(max_tokens=150, mtp_depth=3)
+    a = single.generate(single.tokenize(PROMPT), params)
+    b = split.generate(split.tokenize(PROMPT), params)
+    assert a.token_ids == b.token_ids
+    assert a.stats.accepted_per_position == b.stats.accepted_per_position
+
+
+def test_declared_but_absent_heads_run_plainly_and_say_why(load: Callable[..., Runtime], absent_gguf: Path) -> None:
+    runtime = load(absent_gguf)
+    assert runtime.info.mtp_weights == "absent" and runtime.n_heads == 0
+    stats = runtime.generate(runtime.tokenize(PROMPT), GenerationParams(max_tokens=20)).stats
+    assert stats.n_predicted == 20
+    assert (stats.mtp_depth, stats.mtp_note, stats.n_drafted) == (0, "weights_absent", 0)
+
+
+def test_model_without_heads_runs_plainly(load: Callable[..., Runtime], noheads_gguf: Path) -> None:
+    runtime = load(noheads_gguf)
+    stats = runtime.generate(runtime.tokenize(PROMPT), GenerationParams(max_tokens=20, mtp_depth=2)).stats
+    assert (stats.mtp_depth, stats.mtp_note, stats.acceptance) == (0, "no_heads", None)
+
+
+def test_depth_zero_and_clamped_depth_are_reported(load: Callable[..., Runtime], oracle_gguf: Path) -> None:
+    runtime = load(oracle_gguf)
+    prompt = runtime.tokenize(PROMPT)
+    off = runtime.generate(prompt, GenerationParams(max_tokens=10, mtp_depth=0)).stats
+    assert (off.mtp_depth, off.mtp_note) == (0, "depth_zero")
+    runtime.generator.reset()
+    big = runtime.generate(prompt, GenerationParams(max_tokens=10, mtp_depth=7)).stats
+    assert (big.mtp_depth, big.mtp_depth_requested, big.mtp_note) == (3, 7, "depth_clamped")
+    runtime.generator.reset()
+    default = runtime.generate(prompt, GenerationParams(max_tokens=10)).stats
+    assert (default.mtp_depth, default.mtp_note) == (3, None)

@@ -1,0 +1,134 @@
+"""Stride's MTP driver vs llama.cpp's own, side by side on the same files, threads and prompt.
+
+For each fixture and repeat, each depth runs Stride (`stride-cli bench`) and then native
+llama.cpp on the same file: `llama-speculative-simple --spec-type draft-mtp
+--spec-draft-n-max D` for depths 1-3, `llama-bench -n N` for depth 0. Alternating keeps
+machine noise from favouring either side; ratios are what the tables report.
+
+    benchmarks/build_native.sh        # once: builds the native tools into ~/.cache/stride/native
+    python -m benchmarks.compare_native --tokens 128 --repeat 3 --threads 2 [--fixtures main,high,low]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import fixtures
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path.home() / ".cache" / "stride" / "bench"
+PROMPT = "Once upon a time"
+FIXTURES = {  # name: (heads disagree with the trunk on this fraction of tokens, dtype)
+    "main": (0.1, "f16"),
+    "high": (0.02, "f16"),
+    "low": (0.5, "f16"),
+}
+
+
+@dataclass
+class Run:
+    tokens_per_second: float
+    acceptance: float | None
+
+
+@dataclass
+class Cell:
+    stride: list[Run] = field(default_factory=list)
+    native: list[Run] = field(default_factory=list)
+
+
+def native_tools() -> dict[str, str]:
+    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "build_native.sh")], check=True, capture_output=True,
+                         text=True).stdout
+    return dict(line.split("=", 1) for line in out.strip().splitlines())
+
+
+def run_stride(model: Path, depth: int, tokens: int, threads: int) -> Run:
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "bench", "--model", str(model), "--depths", str(depth),
+         "--max-tokens", str(tokens), "--prompt", PROMPT, "--threads", str(threads), "--ctx", "2048", "--json"],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    )
+    data = json.loads(proc.stdout)[0]
+    return Run(data["tokens_per_second"], data["acceptance"])
+
+
+def run_native_mtp(tool: str, model: Path, depth: int, tokens: int, threads: int) -> Run:
+    proc = subprocess.run(
+        [tool, "-m", str(model), "--spec-type", "draft-mtp", "--spec-draft-n-max", str(depth), "-p", PROMPT,
+         "-n", str(tokens), "-t", str(threads), "-c", "2048", "--temp", "0", "--seed", "1"],
+        capture_output=True, text=True, check=True,
+    )
+    decoded = re.search(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds", proc.stderr)
+    accept = re.search(r"accept\s+=\s+([\d.]+)%", proc.stderr)
+    if not decoded:
+        raise RuntimeError(f"no summary from llama-speculative-simple:\n{proc.stderr[-2000:]}")
+    n, seconds = int(decoded.group(1)), float(decoded.group(2))
+    return Run(n / seconds, float(accept.group(1)) / 100 if accept else None)
+
+
+def run_native_plain(tool: str, model: Path, tokens: int, threads: int) -> Run:
+    proc = subprocess.run([tool, "-m", str(model), "-p", "0", "-n", str(tokens), "-t", str(threads), "-r", "1",
+                           "-o", "json"], capture_output=True, text=True, check=True)
+    result = next(r for r in json.loads(proc.stdout) if r["n_gen"] > 0)
+    return Run(float(result["avg_ts"]), None)
+
+
+def fixture_path(name: str) -> Path:
+    disagree, dtype = FIXTURES[name]
+    path = CACHE / f"bench-{name}-{dtype}.gguf"
+    if not path.exists():
+        fixtures.build(path, disagree=disagree, dtype=dtype)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--depths", default="0,1,2,3")
+    parser.add_argument("--fixtures", default="main")
+    parser.add_argument("--out", type=Path, default=CACHE / "compare_native.json")
+    args = parser.parse_args()
+    tools = native_tools()
+    depths = [int(d) for d in args.depths.split(",")]
+    results: dict[str, dict[int, Cell]] = {}
+    for name in args.fixtures.split(","):
+        model = fixture_path(name)
+        cells = results.setdefault(name, {d: Cell() for d in depths})
+        for _ in range(args.repeat):
+            for depth in depths:
+                cells[depth].stride.append(run_stride(model, depth, args.tokens, args.threads))
+                if depth == 0:
+                    cells[depth].native.append(run_native_plain(tools["LLAMA_BENCH"], model, args.tokens, args.threads))
+                else:
+                    cells[depth].native.append(
+                        run_native_mtp(tools["LLAMA_SPECULATIVE_SIMPLE"], model, depth, args.tokens, args.threads)
+                    )
+    print(f"tokens={args.tokens} repeat={args.repeat} threads={args.threads} prompt={PROMPT!r}")
+    print("| fixture | depth | Stride tok/s | native tok/s | ratio | Stride acceptance | native acceptance |")
+    print("|---|---|---|---|---|---|---|")
+    summary = {}
+    for name, cells in results.items():
+        for depth, cell in cells.items():
+            s = statistics.median(r.tokens_per_second for r in cell.stride)
+            n = statistics.median(r.tokens_per_second for r in cell.native)
+            sa = cell.stride[0].acceptance
+            na = cell.native[0].acceptance
+            summary[f"{name}/{depth}"] = {"stride": s, "native": n, "ratio": s / n, "stride_acc": sa, "native_acc": na}
+            fmt = (lambda a: "-" if a is None else f"{a:.3f}")
+            print(f"| {name} | {depth} | {s:.2f} | {n:.2f} | {s / n:.3f} | {fmt(sa)} | {fmt(na)} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -63,10 +63,12 @@ class LayerShape:
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """What a model file (and its separate MTP file, if any) holds, read without loading weights."""
+
     path: Path
     architecture: str
     name: str | None
-    n_params: int  # tensor elements in the main file plus the MTP file's own tensors
+    n_params: int  # tensor elements in the main file, plus those of the MTP file it does not share
     file_bytes: int
     mtp_file_bytes: int | None
     quantization: str
@@ -93,6 +95,8 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
+    """Bytes of memory, by what uses them."""
+
     weights: int
     kv_cache: int  # the target context's cache
     compute: int  # target compute and output buffers plus runtime overhead (vocab tables, graph metadata)
@@ -660,6 +664,11 @@ def _model(f: _Gguf) -> _Model:
     head_v = f.uint(f"{arch}.attention.value_length") or (n_embd // n_head[0] if n_head[0] else 0)
     head_k_swa = f.uint(f"{arch}.attention.key_length_swa") or head_k
     head_v_swa = f.uint(f"{arch}.attention.value_length_swa") or head_v
+    # ggml's rope asserts (aborts the process at the first decode) when it rotates more values than a head has.
+    for rope_key, head_size in (("rope.dimension_count", head_k), ("rope.dimension_count_swa", head_k_swa)):
+        n_rot = f.uint(f"{arch}.{rope_key}")
+        if n_rot is not None and head_size and n_rot > head_size:
+            raise f.damaged(f"{arch}.{rope_key} ({n_rot}) exceeds the attention head size ({head_size})")
     n_swa = f.uint(f"{arch}.attention.sliding_window") or 0
     swa = _swa_layers(f, arch, n_layer_all, n_layer_all - n_mtp, n_swa)
     layers = tuple(
@@ -851,7 +860,7 @@ def _compute_bytes(
 
     The activations of one n_ubatch graph peak in attention or in the FFN; the envelope
     below (f32 values per token) was fitted to the "CPU compute buffer size" llama.cpp
-    0.3.36 reports for 60 Step3.5 graphs of random shapes (flash attention on, as
+    0.3.36 reports for 75 Step3.5 graphs of various shapes (flash attention on, as
     "auto" picks on CPU). Allocator fragmentation adds a few hidden-state rows, more in
     the target graph than in the one-block draft graph. The f16 attention masks add 2
     bytes per cache cell per token for each cache (full, sliding) the layers use.
@@ -925,7 +934,7 @@ def estimate_memory(
 
 
 def free_memory_bytes() -> int:
-    """Memory available to this process without swapping; 0 when it cannot be told. Never raises."""
+    """Memory available without swapping (the machine's size if that cannot be told, else 0). Never raises."""
     try:
         if sys.platform.startswith("linux"):
             return _linux_available()
@@ -970,7 +979,7 @@ def _macos_available() -> int:
     m = re.search(r"page size of (\d+) bytes", out)
     page = int(m.group(1)) if m else 4096
     pages = 0
-    for label in ("Pages free", "Pages inactive", "Pages speculative", "Pages purgeable"):
+    for label in ("Pages free", "Pages inactive", "Pages speculative"):
         if (m := re.search(rf"{label}:\s+(\d+)", out)) is not None:
             pages += int(m.group(1))
     if pages:

@@ -43,7 +43,7 @@ def tiny(
     """A small Step3.5 file (a few hundred KB) for tests that copy or damage it many times."""
     v = vocab or builders.vocab()
     s = synth.StepShape(n_vocab=len(v), n_embd=n_embd, n_layer=2, n_head=2, n_head_kv=1, n_ff=32)
-    table = np.zeros((len(v), n_embd), np.float32)
+    table = np.full((len(v), n_embd), 0.01, np.float32)
     weights = synth.StepWeights(
         token_embd=table,
         output_norm=np.ones(n_embd, np.float32),
@@ -373,6 +373,7 @@ def test_huge_string_and_array_lengths_are_damage_not_allocations(tmp_path: Path
         ("step35.block_count", gguf.GGUFValueType.UINT32, struct.pack("<I", 0), "outside 1..512"),
         ("step35.block_count", gguf.GGUFValueType.UINT32, struct.pack("<I", 2), "exceeds step35.block_count"),
         ("step35.expert_used_count", gguf.GGUFValueType.UINT32, struct.pack("<I", 2), "does not fit"),
+        ("step35.rope.dimension_count", gguf.GGUFValueType.UINT32, struct.pack("<I", 190), "exceeds the attention"),
     ],
 )
 def test_wrong_key_types_and_values_are_damage(

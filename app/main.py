@@ -1,13 +1,195 @@
-"""Entry point of the `stride` GUI."""
+"""Entry point of the `stride` GUI, and its `--self-test`.
+
+`stride --self-test [--model FILE] [--mtp-depth D] [--out FILE]` opens the real
+window, loads the model (default: the built-in demo), types a prompt and clicks
+Send exactly as a user would, waits for the reply and prints one JSON line:
+ok, n_predicted, tokens_per_second, acceptance, max_ui_stall_ms, screenshot.
+It uses a temporary data folder, so it never touches the user's conversations.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import sys
+import tempfile
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from app.controller import ChatController
+from app.resources import icon
+from app.settings import LoadResult, Settings, load_settings
+from app.store import ConversationStore, StoreError, default_db_path
+from app.theme import apply_theme
+from app.views.error_dialog import show_error
+from app.views.main_window import MainWindow
+from engine.demo import DEMO_NAME
+from engine.logs import configure_logging
+from engine.qt_worker import LoadedModel, ReplyResult
+
+log = logging.getLogger("stride")
+SELF_TEST_PROMPT = "Hello! What can you do?"
+SELF_TEST_TIMEOUT_MS = 15 * 60 * 1000
+STALL_TIMER_MS = 10
 
 
-def main() -> int:
-    print("The Stride GUI is not yet available; use `stride-cli` (see README.md).", file=sys.stderr)
-    return 1
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="stride", description="Stride: offline chat with Step Flash and MTP.")
+    parser.add_argument("--self-test", action="store_true", help="run the GUI end to end once and print JSON")
+    parser.add_argument("--model", default=None, help=f"GGUF file for --self-test (default: {DEMO_NAME})")
+    parser.add_argument("--mtp-model", default="", help="separate MTP-only GGUF for --self-test")
+    parser.add_argument("--mtp-depth", type=int, default=None, help="MTP depth for --self-test (0-3)")
+    parser.add_argument("--prompt", default=SELF_TEST_PROMPT, help="prompt for --self-test")
+    parser.add_argument("--max-tokens", type=int, default=512, help="reply length for --self-test")
+    parser.add_argument("--out", type=Path, default=None, help="also write the self-test JSON to this file")
+    parser.add_argument("--verbose", action="store_true")
+    return parser.parse_args(argv)
+
+
+def _install_excepthook(window: MainWindow) -> None:
+    """An unexpected error in a slot becomes a dialog with copyable details, never a silent crash."""
+
+    def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        details = "".join(traceback.format_exception(kind, exc, tb))
+        log.error("unhandled exception:\n%s", details)
+        show_error(window, "Something went wrong", f"{kind.__name__}: {exc}", details)
+
+    sys.excepthook = hook
+
+
+class StallMeter:
+    """The longest gap between ticks of a 10 ms timer on the GUI thread: how long the UI froze."""
+
+    def __init__(self) -> None:
+        self.timer = QTimer(interval=STALL_TIMER_MS)
+        self.timer.timeout.connect(self._tick)
+        self.last = 0.0
+        self.max_gap_ms = 0.0
+
+    def start(self) -> None:
+        self.last = time.perf_counter()
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.max_gap_ms = max(self.max_gap_ms, (now - self.last) * 1000)
+        self.last = now
+
+
+def run_self_test(app: QApplication, args: argparse.Namespace) -> int:
+    folder = Path(tempfile.mkdtemp(prefix="stride-self-test-"))
+    settings = replace(
+        Settings(),
+        model_path=args.model or DEMO_NAME,
+        mtp_model_path=args.mtp_model,
+        max_tokens=args.max_tokens,
+        temperature=0.0,
+    )
+    if args.mtp_depth is not None:
+        settings = replace(settings, mtp_depth=args.mtp_depth)
+    apply_theme(app, settings.theme)
+    window = MainWindow()
+    store = ConversationStore(folder / "conversations.db")
+    controller = ChatController(window, store, LoadResult(settings, None), settings_path=folder / "settings.toml")
+    _install_excepthook(window)
+    stall = StallMeter()
+    outcome: dict[str, Any] = {
+        "ok": False,
+        "n_predicted": 0,
+        "tokens_per_second": None,
+        "acceptance": None,
+        "max_ui_stall_ms": None,
+        "screenshot": None,
+    }
+
+    def send(_loaded: LoadedModel) -> None:
+        window.composer.edit.setPlainText(args.prompt)
+        stall.start()
+        window.composer.send_button.click()  # the same path a user's click takes
+
+    def finished(result: ReplyResult | None) -> None:
+        stall.stop()
+        app.processEvents()
+        shot = (args.out.parent if args.out else folder) / "stride-self-test.png"
+        window.grab().save(str(shot))
+        outcome["max_ui_stall_ms"] = round(stall.max_gap_ms, 1)
+        outcome["screenshot"] = str(shot)
+        if result is not None:
+            stats = result.stats
+            outcome.update(
+                n_predicted=stats["n_predicted"],
+                tokens_per_second=stats["tokens_per_second"],
+                acceptance=stats["acceptance"],
+                mtp_depth=stats["mtp_depth"],
+                stop_reason=stats["stop_reason"],
+                text=result.text[:200],
+            )
+            outcome["ok"] = stats["n_predicted"] > 0 and stats["stop_reason"] in ("eog", "max_tokens")
+        finish()
+
+    def failed(message: str) -> None:
+        outcome["error"] = message
+        finish()
+
+    def timed_out() -> None:
+        outcome["error"] = "the self-test did not finish in time"
+        finish()
+
+    def finish() -> None:
+        window.close()  # the controller shuts the engine down cleanly first
+        app.quit()  # an error dialog left open must not keep the self-test alive
+
+    controller.sig_model_ready.connect(send)
+    controller.sig_reply_finished.connect(finished)
+    controller.sig_model_failed.connect(failed)
+    QTimer.singleShot(SELF_TEST_TIMEOUT_MS, timed_out)
+    window.show()
+    controller.start()
+    app.exec()
+    line = json.dumps(outcome)
+    print(line, flush=True)
+    if args.out:
+        args.out.write_text(line + "\n", encoding="utf-8")
+    return 0 if outcome["ok"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    configure_logging(verbose=args.verbose)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    app.setApplicationName("Stride")
+    app.setOrganizationName("Stride")
+    app.setWindowIcon(icon("stride"))
+    if args.self_test:
+        return run_self_test(app, args)
+
+    settings = load_settings()
+    apply_theme(app, settings.settings.theme)
+    window = MainWindow()
+    try:
+        store = ConversationStore(default_db_path())
+    except StoreError as exc:
+        # Nothing else can run without the conversation folder: a blocking message is right here.
+        QMessageBox.critical(None, "Stride cannot start", str(exc))
+        return 2
+    controller = ChatController(window, store, settings)
+    _install_excepthook(window)
+    window.restore_geometry()
+    window.show()
+    controller.start()
+    return app.exec()
 
 
 if __name__ == "__main__":

@@ -45,16 +45,37 @@ class Cell:
 
 
 def native_tools() -> dict[str, str]:
-    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "build_native.sh")], check=True, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "build_native.sh")], check=True, capture_output=True, text=True
+    ).stdout
     return dict(line.split("=", 1) for line in out.strip().splitlines())
 
 
 def run_stride(model: Path, depth: int, tokens: int, threads: int) -> Run:
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "bench", "--model", str(model), "--depths", str(depth),
-         "--max-tokens", str(tokens), "--prompt", PROMPT, "--threads", str(threads), "--ctx", "2048", "--json"],
-        capture_output=True, text=True, cwd=ROOT, check=True,
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "bench",
+            "--model",
+            str(model),
+            "--depths",
+            str(depth),
+            "--max-tokens",
+            str(tokens),
+            "--prompt",
+            PROMPT,
+            "--threads",
+            str(threads),
+            "--ctx",
+            "2048",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
     )
     data = json.loads(proc.stdout)[0]
     return Run(data["tokens_per_second"], data["acceptance"])
@@ -62,9 +83,30 @@ def run_stride(model: Path, depth: int, tokens: int, threads: int) -> Run:
 
 def run_native_mtp(tool: str, model: Path, depth: int, tokens: int, threads: int) -> Run:
     proc = subprocess.run(
-        [tool, "-m", str(model), "--spec-type", "draft-mtp", "--spec-draft-n-max", str(depth), "-p", PROMPT,
-         "-n", str(tokens), "-t", str(threads), "-c", "2048", "--temp", "0", "--seed", "1"],
-        capture_output=True, text=True, check=True,
+        [
+            tool,
+            "-m",
+            str(model),
+            "--spec-type",
+            "draft-mtp",
+            "--spec-draft-n-max",
+            str(depth),
+            "-p",
+            PROMPT,
+            "-n",
+            str(tokens),
+            "-t",
+            str(threads),
+            "-c",
+            "2048",
+            "--temp",
+            "0",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     decoded = re.search(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds", proc.stderr)
     accept = re.search(r"accept\s+=\s+([\d.]+)%", proc.stderr)
@@ -75,8 +117,12 @@ def run_native_mtp(tool: str, model: Path, depth: int, tokens: int, threads: int
 
 
 def run_native_plain(tool: str, model: Path, tokens: int, threads: int) -> Run:
-    proc = subprocess.run([tool, "-m", str(model), "-p", "0", "-n", str(tokens), "-t", str(threads), "-r", "1",
-                           "-o", "json"], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [tool, "-m", str(model), "-p", "0", "-n", str(tokens), "-t", str(threads), "-r", "1", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = next(r for r in json.loads(proc.stdout) if r["n_gen"] > 0)
     return Run(float(result["avg_ts"]), None)
 
@@ -87,6 +133,10 @@ def fixture_path(name: str) -> Path:
     if not path.exists():
         fixtures.build(path, disagree=disagree, dtype=dtype)
     return path
+
+
+def _fmt(acceptance: float | None) -> str:
+    return "-" if acceptance is None else f"{acceptance:.3f}"
 
 
 def main() -> None:
@@ -124,8 +174,7 @@ def main() -> None:
             sa = cell.stride[0].acceptance
             na = cell.native[0].acceptance
             summary[f"{name}/{depth}"] = {"stride": s, "native": n, "ratio": s / n, "stride_acc": sa, "native_acc": na}
-            fmt = (lambda a: "-" if a is None else f"{a:.3f}")
-            print(f"| {name} | {depth} | {s:.2f} | {n:.2f} | {s / n:.3f} | {fmt(sa)} | {fmt(na)} |")
+            print(f"| {name} | {depth} | {s:.2f} | {n:.2f} | {s / n:.3f} | {_fmt(sa)} | {_fmt(na)} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
 

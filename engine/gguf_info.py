@@ -161,19 +161,40 @@ _LLAMA_ARCHS = frozenset(_LLAMA_ARCH_NAMES.split())
 # sliding_window_pattern key: (n_pattern, dense_first), from load_swa_pattern() calls in
 # the vendored src/models/*.cpp.
 _SWA_DEFAULT_PATTERNS: dict[str, tuple[int, bool]] = {
-    "afmoe": (4, False), "cohere2": (4, False), "cohere2moe": (4, True), "exaone-moe": (4, False),
-    "exaone4": (4, False), "gemma-embedding": (6, False), "gemma2": (2, False), "gemma3": (6, False),
-    "gemma3n": (5, False), "laguna": (4, True), "llama4": (4, False), "mellum": (4, False),
-    "modern-bert": (3, True), "muse-glimmer": (4, False), "olmo2": (4, False), "gpt-oss": (2, False),
-    "plamo3": (8, False), "smallthinker": (4, True), "phi3": (1, False),
+    "afmoe": (4, False),
+    "cohere2": (4, False),
+    "cohere2moe": (4, True),
+    "exaone-moe": (4, False),
+    "exaone4": (4, False),
+    "gemma-embedding": (6, False),
+    "gemma2": (2, False),
+    "gemma3": (6, False),
+    "gemma3n": (5, False),
+    "laguna": (4, True),
+    "llama4": (4, False),
+    "mellum": (4, False),
+    "modern-bert": (3, True),
+    "muse-glimmer": (4, False),
+    "olmo2": (4, False),
+    "gpt-oss": (2, False),
+    "plamo3": (8, False),
+    "smallthinker": (4, True),
+    "phi3": (1, False),
 }
 
 _VT = gguf.GGUFValueType
 _SCALARS: dict[int, struct.Struct] = {
-    _VT.UINT8: struct.Struct("<B"), _VT.INT8: struct.Struct("<b"), _VT.UINT16: struct.Struct("<H"),
-    _VT.INT16: struct.Struct("<h"), _VT.UINT32: struct.Struct("<I"), _VT.INT32: struct.Struct("<i"),
-    _VT.FLOAT32: struct.Struct("<f"), _VT.BOOL: struct.Struct("<b"), _VT.UINT64: struct.Struct("<Q"),
-    _VT.INT64: struct.Struct("<q"), _VT.FLOAT64: struct.Struct("<d"),
+    _VT.UINT8: struct.Struct("<B"),
+    _VT.INT8: struct.Struct("<b"),
+    _VT.UINT16: struct.Struct("<H"),
+    _VT.INT16: struct.Struct("<h"),
+    _VT.UINT32: struct.Struct("<I"),
+    _VT.INT32: struct.Struct("<i"),
+    _VT.FLOAT32: struct.Struct("<f"),
+    _VT.BOOL: struct.Struct("<b"),
+    _VT.UINT64: struct.Struct("<Q"),
+    _VT.INT64: struct.Struct("<q"),
+    _VT.FLOAT64: struct.Struct("<d"),
 }
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -1010,7 +1031,7 @@ def _windows_available() -> int:
 
 
 def memory_verdict(estimate_total: int, free: int) -> Verdict:
-    """"wont_fit" above free memory, "tight" above 80 % of it (or when free is unknown, 0), else "fits"."""
+    """ "wont_fit" above free memory, "tight" above 80 % of it (or when free is unknown, 0), else "fits"."""
     if free <= 0:
         return "tight"
     if estimate_total > free:

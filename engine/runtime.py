@@ -88,7 +88,7 @@ class Runtime:
         info = inspect_model(path, mtp_path)
         n_ctx = min(options.n_ctx, info.context_length) if info.context_length > 0 else options.n_ctx
         separate = info.mtp_weights == "separate"
-        share = 0.8 if separate else 1.0
+        trunk_done = 0.75 if separate else 0.95  # progress fraction when the trunk file is loaded
 
         def stage(start: float, width: float, what: str) -> Callable[[float], bool]:
             def report(fraction: float) -> bool:
@@ -102,11 +102,11 @@ class Runtime:
         target = draft = None
         try:
             model = _load_model(
-                path, info.mtp_weights == "embedded", options, stage(0.0, 0.95 * share, "Loading weights")
+                path, info.mtp_weights == "embedded", options, stage(0.0, trunk_done, "Loading weights")
             )
             if separate and mtp_path is not None:
                 mtp_model = _load_model(
-                    mtp_path, True, options, stage(0.95 * share, 0.95 - 0.95 * share, "Loading MTP heads")
+                    mtp_path, True, options, stage(trunk_done, 0.95 - trunk_done, "Loading MTP heads")
                 )
             if progress:
                 progress(0.96, "Creating contexts")
@@ -163,6 +163,31 @@ class Runtime:
             text = text[len(bos_text) :]
         tokens = self.model.tokenize(text, add_special=True, parse_special=True)
         return ChatPrompt(tokens, chat.generation_starts_in_reasoning(text), warning)
+
+    def fit_chat_prompt(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        variables: Mapping[str, Any] | None,
+        *,
+        reserve: int,
+        drop_oldest: bool,
+    ) -> tuple[ChatPrompt, int]:
+        """Render the chat; if it leaves fewer than `reserve` tokens free, drop the oldest turns when allowed.
+
+        System messages and the newest message are always kept. Returns the prompt and how
+        many messages were dropped (the caller announces it).
+        """
+        kept = list(messages)
+        dropped = 0
+        while True:
+            prompt = self.chat_prompt(kept, variables)
+            if not drop_oldest or len(prompt.tokens) + reserve <= self.target.n_ctx:
+                return prompt, dropped
+            oldest = next((i for i, m in enumerate(kept[:-1]) if m.get("role") != "system"), None)
+            if oldest is None:
+                return prompt, dropped
+            del kept[oldest]
+            dropped += 1
 
     def generate(self, tokens: Sequence[int], params: GenerationParams, **kw: Any) -> Reply:
         return self.generator.generate(tokens, params, **kw)

@@ -38,6 +38,14 @@ def live_gguf(fixture_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def long_live_gguf(fixture_dir: Path) -> Path:
+    """The live model with a 64K trained context: replies long enough to interrupt."""
+    return builders.build(
+        fixture_dir / "long-live.gguf", builders.oracle(), live_scale=LIVE_SCALE, context_length=65536
+    )
+
+
+@pytest.fixture(scope="session")
 def split_pair(fixture_dir: Path) -> tuple[Path, Path]:
     """The live model as StepFun ships Step-3.7-Flash: a trunk-only file and an MTP-only file."""
     o = builders.oracle()

@@ -12,7 +12,7 @@ from engine.text import StopMatcher, Utf8Stream
 def test_utf8_stream_never_splits_characters(text: str, cuts: list[int]) -> None:
     data = text.encode()
     stream, pieces, start = Utf8Stream(), [], 0
-    for cut in sorted(c % (len(data) + 1) for c in cuts) + [len(data)]:
+    for cut in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
         pieces.append(stream.feed(data[start:cut]))
         start = cut
     pieces.append(stream.flush())
@@ -26,8 +26,11 @@ def test_invalid_bytes_become_replacement_characters() -> None:
     assert stream.feed(b"x") == "\ufffdx"
 
 
-@given(st.text(alphabet="abc<>/", max_size=40), st.text(alphabet="abc<>/", min_size=1, max_size=4),
-       st.integers(min_value=1, max_value=5))
+@given(
+    st.text(alphabet="abc<>/", max_size=40),
+    st.text(alphabet="abc<>/", min_size=1, max_size=4),
+    st.integers(min_value=1, max_value=5),
+)
 def test_stop_matcher_equals_cutting_at_the_first_match(text: str, stop: str, chunk: int) -> None:
     matcher = StopMatcher([stop])
     shown = "".join(matcher.feed(text[i : i + chunk]) for i in range(0, len(text), chunk)) + matcher.flush()

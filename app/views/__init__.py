@@ -1,0 +1,1 @@
+"""Widgets that lay out and emit signals; controllers act on them."""

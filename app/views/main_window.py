@@ -1,0 +1,239 @@
+"""The main window: layout, menus, shortcuts. It holds widgets and actions; the controller acts on them."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.resources import icon
+from app.views.composer import Composer
+from app.views.sidebar import Sidebar
+from app.views.stats_panel import StatsPanel
+from app.views.transcript import TranscriptModel, TranscriptView
+
+
+class NoticeBar(QFrame):
+    """A one-line message above the composer, with up to two action buttons."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("noticeBar")
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setAccessibleName("Notice")
+        self.primary = QPushButton()
+        self.secondary = QPushButton()
+        self.close_button = QPushButton("✕")
+        self.close_button.setAccessibleName("Dismiss notice")
+        self.close_button.setFlat(True)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(8, 4, 4, 4)
+        row.addWidget(self.label, 1)
+        row.addWidget(self.primary)
+        row.addWidget(self.secondary)
+        row.addWidget(self.close_button)
+        self.close_button.clicked.connect(self.hide)
+        self.hide()
+
+    def show_message(self, text: str, primary: str = "", secondary: str = "") -> None:
+        self.label.setText(text)
+        self.label.setAccessibleDescription(text)
+        for button, caption in ((self.primary, primary), (self.secondary, secondary)):
+            button.setText(caption)
+            button.setAccessibleName(caption)
+            button.setVisible(bool(caption))
+        self.show()
+
+
+class MainWindow(QMainWindow):
+    sig_close_requested = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWindowTitle("Stride")
+        self.setWindowIcon(icon("stride"))
+        self.setAcceptDrops(True)
+        self._allow_close = False
+
+        self.sidebar = Sidebar()
+        self.transcript_model = TranscriptModel()
+        self.transcript = TranscriptView()
+        self.transcript.setModel(self.transcript_model)
+        self.composer = Composer()
+        self.stats_panel = StatsPanel()
+        self.notice = NoticeBar()
+
+        # Header: which model, change it, how full the context is.
+        self.model_label = QLabel("No model loaded")
+        self.model_label.setObjectName("modelLabel")
+        self.model_label.setAccessibleName("Loaded model")
+        self.model_button = QPushButton(icon("model"), "Model…")
+        self.model_button.setAccessibleName("Choose a model")
+        self.model_button.setToolTip("Open a GGUF model (Ctrl+O)")
+        self.context_meter = QProgressBar()
+        self.context_meter.setObjectName("contextMeter")
+        self.context_meter.setAccessibleName("Context used")
+        self.context_meter.setFormat("Context %v / %m")
+        self.context_meter.setRange(0, 1)
+        self.context_meter.setValue(0)
+        self.context_meter.setFixedWidth(220)
+        self.regenerate_button = QPushButton(icon("regenerate"), "Regenerate")
+        self.regenerate_button.setAccessibleName("Regenerate the last reply")
+        header = QHBoxLayout()
+        header.addWidget(self.model_label, 1)
+        header.addWidget(self.context_meter)
+        header.addWidget(self.regenerate_button)
+        header.addWidget(self.model_button)
+
+        self.prompt_progress = QProgressBar()
+        self.prompt_progress.setAccessibleName("Reading the conversation")
+        self.prompt_progress.setFormat("Reading the conversation… %p%")
+        self.prompt_progress.hide()
+
+        center = QWidget()
+        column = QVBoxLayout(center)
+        column.setContentsMargins(4, 8, 4, 8)
+        column.addLayout(header)
+        column.addWidget(self.transcript, 1)
+        column.addWidget(self.notice)
+        column.addWidget(self.prompt_progress)
+        column.addWidget(self.composer)
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(self.sidebar)
+        self.splitter.addWidget(center)
+        self.splitter.addWidget(self.stats_panel)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([230, 700, 270])
+        self.setCentralWidget(self.splitter)
+
+        # Status bar: model loading with a Cancel button.
+        self.load_progress = QProgressBar()
+        self.load_progress.setAccessibleName("Loading the model")
+        self.load_progress.setRange(0, 1000)
+        self.load_progress.setFixedWidth(260)
+        self.load_cancel = QPushButton("Cancel")
+        self.load_cancel.setAccessibleName("Cancel loading")
+        self.status_label = QLabel()
+        self.status_label.setAccessibleName("Status")
+        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.load_progress)
+        self.statusBar().addPermanentWidget(self.load_cancel)
+        self.set_loading(False)
+
+        self._build_actions()
+        self.resize(1240, 800)
+
+    def _action(
+        self, text: str, shortcut: QKeySequence | QKeySequence.StandardKey | str | None = None, icon_name: str = ""
+    ) -> QAction:
+        action = QAction(icon(icon_name), text, self) if icon_name else QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        self.addAction(action)  # shortcuts work even with the menu bar hidden
+        return action
+
+    def _build_actions(self) -> None:
+        self.act_new = self._action("&New chat", QKeySequence.StandardKey.New, "new-chat")
+        self.act_open_model = self._action("&Open model…", QKeySequence.StandardKey.Open, "model")
+        self.act_import = self._action("&Import conversation…")
+        self.act_export_md = self._action("Export as &Markdown…", icon_name="export")
+        self.act_export_json = self._action("Export as &JSON…", icon_name="export")
+        self.act_quit = self._action("&Quit", QKeySequence.StandardKey.Quit)
+        self.act_settings = self._action("&Settings…", "Ctrl+,", "settings")
+        self.act_stop = self._action("S&top reply", "Esc", "stop")
+        self.act_send = self._action("&Send", "Ctrl+Return", "send")
+        self.act_focus = self._action("&Focus message box", "Ctrl+L")
+        self.act_rename = self._action("&Rename conversation", "F2", "edit")
+        self.act_tint = self._action("&Tint drafted tokens", "Ctrl+T")
+        self.act_tint.setCheckable(True)
+        self.act_stats = self._action("Show &speed panel", "Ctrl+I")
+        self.act_stats.setCheckable(True)
+        self.act_stats.setChecked(True)
+        self.act_log_folder = self._action("Open &log folder")
+        self.act_about = self._action("&About Stride")
+
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        for act in (
+            self.act_new,
+            self.act_open_model,
+            None,
+            self.act_import,
+            self.act_export_md,
+            self.act_export_json,
+            None,
+            self.act_quit,
+        ):
+            file_menu.addSeparator() if act is None else file_menu.addAction(act)
+        chat_menu = bar.addMenu("&Chat")
+        for act in (self.act_send, self.act_stop, self.act_focus, self.act_rename):
+            chat_menu.addAction(act)
+        view_menu = bar.addMenu("&View")
+        view_menu.addAction(self.act_tint)
+        view_menu.addAction(self.act_stats)
+        settings_menu = bar.addMenu("&Settings")
+        settings_menu.addAction(self.act_settings)
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.act_log_folder)
+        help_menu.addAction(self.act_about)
+        self.act_stats.toggled.connect(self.stats_panel.setVisible)
+
+    # Display helpers (layout only) -----------------------------------------------------
+
+    def set_loading(self, loading: bool, fraction: float = 0.0, stage: str = "") -> None:
+        self.load_progress.setVisible(loading)
+        self.load_cancel.setVisible(loading)
+        self.load_progress.setValue(int(fraction * 1000))
+        if loading:
+            self.load_progress.setFormat(f"{stage} %p%")
+            self.status_label.setText(stage)
+
+    def set_context(self, used: int, total: int) -> None:
+        self.context_meter.setRange(0, max(total, 1))
+        self.context_meter.setValue(min(used, total))
+        self.context_meter.setAccessibleDescription(f"{used} of {total} tokens")
+
+    def set_prompt_progress(self, done: int, total: int) -> None:
+        self.prompt_progress.setVisible(done < total)
+        self.prompt_progress.setRange(0, max(total, 1))
+        self.prompt_progress.setValue(done)
+
+    # Geometry is remembered in QSettings: window state is not a user setting.
+
+    def restore_geometry(self) -> None:
+        store = QSettings("Stride", "Stride")
+        geometry = store.value("window/geometry")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        splitter = store.value("window/splitter")
+        if isinstance(splitter, QByteArray):
+            self.splitter.restoreState(splitter)
+
+    def save_geometry(self) -> None:
+        store = QSettings("Stride", "Stride")
+        store.setValue("window/geometry", self.saveGeometry())
+        store.setValue("window/splitter", self.splitter.saveState())
+
+    def allow_close(self) -> None:
+        self._allow_close = True
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        # The controller shuts the engine down first, then calls allow_close() and close() again.
+        if self._allow_close:
+            self.save_geometry()
+            event.accept()
+            return
+        event.ignore()
+        self.sig_close_requested.emit()

@@ -1,0 +1,553 @@
+"""The model picker: choose a GGUF (and an optional MTP heads file) and see, before loading,
+what it is and whether it fits in this machine's free memory.
+
+Inspection reads only the file's metadata and tensor directory, but on a slow disk even
+that takes a moment for a 100 GB model, so it runs on the thread pool; every request
+carries an id and a result for anything but the latest request is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QRunnable, QSignalBlocker, Qt, QThreadPool, Signal, Slot
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QPalette
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.demo import DEMO_NAME, ensure_demo_model
+from engine.gguf_info import (
+    ErrorKind,
+    MemoryEstimate,
+    ModelFileError,
+    ModelInfo,
+    Verdict,
+    estimate_memory,
+    free_memory_bytes,
+    inspect_model,
+    memory_verdict,
+)
+
+GGUF_FILTER = "GGUF models (*.gguf)"
+_GIB = 1 << 30
+_MIB = 1 << 20
+_DASH = "—"
+_MEMORY = "Memory"
+_MEMORY_DETAIL = "Memory estimate"
+# (light theme, dark theme): the verdict colours must stay readable on both palettes.
+_TONES: dict[str, tuple[str, str]] = {
+    "fits": ("#1b7a34", "#5cc97a"),
+    "tight": ("#9a5b00", "#f0b54a"),
+    "wont_fit": ("#c0261f", "#ff7b72"),
+    "error": ("#c0261f", "#ff7b72"),
+}
+_VERDICT_WORDS: dict[Verdict, tuple[str, str]] = {
+    "fits": ("Fits", ""),
+    "tight": ("Tight", "close other programs first"),
+    "wont_fit": ("Won't fit", "choose a smaller quantization or context"),
+}
+# ensure_demo_model writes through a fixed temporary name: two builds at once would collide.
+_DEMO_LOCK = threading.Lock()
+
+
+# --- text for what inspect_model reports ---
+
+
+def format_bytes(n: int) -> str:
+    return f"{n / _GIB:.1f} GiB" if n >= _GIB else f"{max(n / _MIB, 0.1):.1f} MiB"
+
+
+def format_params(n: int) -> str:
+    for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return str(n)
+
+
+def mtp_text(info: ModelInfo, mtp_path: str = "") -> str:
+    """Where the MTP heads' weights come from, and what that means for decoding."""
+    n = info.n_mtp_heads
+    heads = f"{n} head" if n == 1 else f"{n} heads"
+    if info.mtp_weights == "embedded":
+        # inspect_model ignores a separate MTP file when the main file embeds the heads.
+        return f"{heads}, in this file" + (" (the separate MTP file is not needed)" if mtp_path else "")
+    if info.mtp_weights == "separate":
+        return f"{heads}, in {info.mtp_path.name if info.mtp_path else Path(mtp_path).name}"
+    if info.mtp_weights == "absent":
+        return f"{heads} declared, weights missing: runs without MTP"
+    return "none: plain decoding"
+
+
+def context_size(n_ctx: int, info: ModelInfo) -> int:
+    """The context the runtime will create: 0 means the trained size, and the runtime caps it there."""
+    if n_ctx <= 0:
+        return info.context_length
+    return min(n_ctx, info.context_length) if info.context_length > 0 else n_ctx
+
+
+def verdict_text(verdict: Verdict, needed: int, free: int) -> str:
+    word, advice = _VERDICT_WORDS[verdict]
+    if free <= 0:  # memory_verdict calls an unknown amount "tight"
+        return f"{word}: needs {format_bytes(needed)}; free memory could not be measured"
+    text = f"{word}: needs {format_bytes(needed)} of {format_bytes(free)} free"
+    return f"{text}; {advice}" if advice else text
+
+
+# --- background inspection ---
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    request: int
+    info: ModelInfo | None = None
+    estimate: MemoryEstimate | None = None
+    free: int = 0
+    error: str = ""
+    kind: ErrorKind | None = None
+
+
+class _Relay(QObject):
+    """Carries a task's outcome to the GUI thread (a QRunnable cannot have signals).
+
+    Unparented and owned by its task, so a dialog closed mid-read leaves nothing dangling:
+    Qt drops the connection when the dialog is destroyed.
+    """
+
+    done = Signal(object)  # _Outcome
+
+
+class _Latest:
+    """The newest request id, shared with the pool threads so queued stale tasks skip their read."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+def _demo_model() -> Path:
+    try:
+        with _DEMO_LOCK:
+            return ensure_demo_model()
+    except OSError as e:  # a read-only or full data folder
+        raise ModelFileError(
+            f"The demo model could not be created ({e.strerror or e}); check that the user data folder "
+            "is writable and has 50 MB free",
+            "unreadable",
+        ) from None
+
+
+class _InspectTask(QRunnable):
+    def __init__(self, request: int, latest: _Latest, path: str, mtp_path: str, n_ctx: int) -> None:
+        super().__init__()
+        self.relay = _Relay()
+        self._request = request
+        self._latest = latest
+        self._path = path
+        self._mtp_path = mtp_path
+        self._n_ctx = n_ctx
+
+    def run(self) -> None:
+        if self._latest.value != self._request:
+            return  # superseded while it waited for a thread: nobody wants the answer
+        self.relay.done.emit(self._inspect())
+
+    def _inspect(self) -> _Outcome:
+        try:
+            path = _demo_model() if self._path == DEMO_NAME else Path(self._path)
+            info = inspect_model(path, Path(self._mtp_path) if self._mtp_path else None)
+            estimate = estimate_memory(info, context_size(self._n_ctx, info))
+            free = free_memory_bytes()  # here, not in the GUI: on macOS it runs vm_stat
+        except ModelFileError as e:
+            return _Outcome(self._request, error=str(e), kind=e.kind)
+        except Exception as e:  # never leave the dialog stuck on "Reading…"
+            return _Outcome(self._request, error=f"The file could not be inspected ({type(e).__name__}: {e})")
+        return _Outcome(self._request, info=info, estimate=estimate, free=free)
+
+
+# --- the dialog ---
+
+
+class ModelPickerDialog(QDialog):
+    """Choose a model; shows what it is and whether it fits. Emits; the controller loads."""
+
+    sig_inspected = Signal(object)  # ModelInfo, or the error message (str); only for the latest request
+
+    _FIELDS = (
+        "Architecture",
+        "Name",
+        "Parameters",
+        "File size",
+        "Quantization",
+        "Trained context",
+        "MTP heads",
+        "Chat template",
+    )
+
+    def __init__(
+        self,
+        recent: Sequence[str],
+        n_ctx: int,
+        parent: QWidget | None = None,
+        *,
+        initial_path: str = "",
+        initial_mtp: str = "",
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Open a model")
+        self.setAcceptDrops(True)
+        self.resize(580, 530)
+        self._n_ctx = n_ctx
+        self._path = ""
+        self._mtp_path = ""
+        self._latest = _Latest()
+        self._outcome: _Outcome | None = None  # of the current request, once it arrived
+
+        intro = QLabel("Choose a GGUF model file, or drop one onto this window.")
+        intro.setWordWrap(True)
+
+        self._path_edit = QLineEdit()
+        self._path_edit.setPlaceholderText("Path to a .gguf file")
+        self._path_edit.setAccessibleName("Model file path")
+        self._path_edit.setAcceptDrops(False)  # a drop anywhere goes to the dialog, not into the text
+        self._path_edit.editingFinished.connect(self._on_path_edited)
+        browse = QPushButton("&Browse…")
+        browse.setAccessibleName("Browse for a model file")
+        browse.clicked.connect(self._browse_model)
+
+        self._mtp_edit = QLineEdit()
+        self._mtp_edit.setPlaceholderText("For a model shipped as two files")
+        self._mtp_edit.setAccessibleName("MTP heads file path")
+        self._mtp_edit.setAcceptDrops(False)
+        self._mtp_edit.editingFinished.connect(self._on_mtp_edited)
+        mtp_browse = QPushButton("B&rowse…")
+        mtp_browse.setAccessibleName("Browse for an MTP heads file")
+        mtp_browse.clicked.connect(self._browse_mtp)
+        mtp_clear = QPushButton("Cl&ear")
+        mtp_clear.setAccessibleName("Clear the MTP heads file")
+        mtp_clear.clicked.connect(lambda: self.set_mtp_path(""))
+        # Created after the file rows so that Tab visits the controls in the order they appear.
+        demo = QPushButton("Use the built-in &demo model")
+        demo.setAccessibleName("Use the built-in demo model")
+        demo.setToolTip("A tiny model generated on this machine: no download, works offline")
+        demo.clicked.connect(lambda: self.set_path(DEMO_NAME))
+
+        files = QGridLayout()
+        model_label = QLabel("&Model file")
+        model_label.setBuddy(self._path_edit)
+        mtp_label = QLabel("M&TP heads file (optional)")
+        mtp_label.setBuddy(self._mtp_edit)
+        files.addWidget(model_label, 0, 0)
+        files.addWidget(self._path_edit, 0, 1)
+        files.addWidget(browse, 0, 2, 1, 2)
+        files.addWidget(mtp_label, 1, 0)
+        files.addWidget(self._mtp_edit, 1, 1)
+        files.addWidget(mtp_browse, 1, 2)
+        files.addWidget(mtp_clear, 1, 3)
+        files.setColumnStretch(1, 1)
+
+        recent_label = QLabel("Re&cent models")
+        self._recent = QListWidget()
+        self._recent.setAccessibleName("Recent models")
+        self._recent.setMaximumHeight(self.fontMetrics().height() * 5)
+        recent_label.setBuddy(self._recent)
+        self._fill_recent(recent)
+        self._recent.currentItemChanged.connect(self._on_recent_chosen)
+        recent_label.setVisible(bool(recent))
+        self._recent.setVisible(bool(recent))
+
+        self._values: dict[str, QLabel] = {}
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        for field in self._FIELDS:
+            form.addRow(f"{field}:", self._value_label(field))
+        # The verdict gets the full width below the facts: it is the line that decides, and it wraps.
+        verdict = self._value_label(_MEMORY)
+        detail = self._value_label(_MEMORY_DETAIL)
+        detail.setStyleSheet("color: palette(placeholder-text);")
+        info = QVBoxLayout()
+        info.addLayout(form)
+        info.addSpacing(6)
+        info.addWidget(verdict)
+        info.addWidget(detail)
+        info_box = QGroupBox("About this model")
+        info_box.setLayout(info)
+
+        self._status = QLabel()
+        self._status.setWordWrap(True)
+        self._status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._status.setAccessibleName("Status")
+        self._use_as_mtp = QPushButton("&Use it as the MTP heads file")
+        self._use_as_mtp.setAccessibleName("Use this file as the MTP heads file")
+        self._use_as_mtp.clicked.connect(self._move_to_mtp)
+        self._use_as_mtp.hide()
+        status_row = QHBoxLayout()
+        status_row.addWidget(self._status, 1)
+        status_row.addWidget(self._use_as_mtp, 0, Qt.AlignmentFlag.AlignTop)
+
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        self._load = buttons.addButton("&Load", QDialogButtonBox.ButtonRole.AcceptRole)
+        self._load.setAccessibleName("Load the model")
+        buttons.button(QDialogButtonBox.StandardButton.Cancel).setAccessibleName("Cancel")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addLayout(files)
+        recent_row = QHBoxLayout()
+        recent_row.addWidget(recent_label, 0, Qt.AlignmentFlag.AlignBottom)
+        recent_row.addStretch(1)
+        recent_row.addWidget(demo)
+        layout.addLayout(recent_row)
+        layout.addWidget(self._recent)
+        layout.addWidget(info_box)
+        layout.addLayout(status_row)
+        layout.addStretch(1)
+        layout.addWidget(buttons)
+        # Only now that the button is inside the dialog does setDefault reach the dialog; before,
+        # showing it would make the first auto-default button (Cancel) the one Enter presses.
+        self._load.setDefault(True)
+
+        # In a dialog every button is an "auto default" that Enter may press; here Enter means Load
+        # (or, in a path field, "read this path"), never a file browser opening by surprise.
+        for button in (browse, mtp_browse, mtp_clear, demo, self._use_as_mtp):
+            button.setAutoDefault(False)
+
+        self.set_mtp_path(initial_mtp)
+        self.set_path(initial_path)
+
+    def _value_label(self, field: str) -> QLabel:
+        label = QLabel()
+        label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        label.setWordWrap(True)
+        self._values[field] = label
+        self._set_value(field, _DASH if field in self._FIELDS else "")
+        return label
+
+    # --- API ---
+
+    def selected(self) -> tuple[str, str]:
+        """(model path or "demo", MTP heads path or "")."""
+        return self._path, self._mtp_path
+
+    def set_path(self, path: str) -> None:
+        self._path = path
+        self._path_edit.setText(path)
+        self._mark_recent(path)
+        self._inspect()
+
+    def set_mtp_path(self, path: str) -> None:
+        self._mtp_path = path
+        self._mtp_edit.setText(path)
+        if self._path:
+            self._inspect()
+
+    # --- choosing ---
+
+    def _fill_recent(self, recent: Sequence[str]) -> None:
+        for path in recent:
+            label = "Built-in demo model" if path == DEMO_NAME else path
+            item = QListWidgetItem(label)
+            item.setData(Qt.ItemDataRole.UserRole, path)
+            item.setToolTip(path)
+            if path != DEMO_NAME and not os.path.exists(path):
+                item.setText(f"{label} (missing)")
+                item.setFlags(Qt.ItemFlag.NoItemFlags)  # greyed and not selectable
+            self._recent.addItem(item)
+
+    def _mark_recent(self, path: str) -> None:
+        """Highlight the recent entry for the chosen file however it was chosen, or none."""
+        rows = [i for i in range(self._recent.count()) if self._recent.item(i).data(Qt.ItemDataRole.UserRole) == path]
+        with QSignalBlocker(self._recent):  # this reflects a choice; it must not make one
+            self._recent.setCurrentRow(rows[0] if rows else -1)
+
+    @Slot(QListWidgetItem)
+    def _on_recent_chosen(self, item: QListWidgetItem | None) -> None:
+        if item is None:
+            return
+        path = str(item.data(Qt.ItemDataRole.UserRole))
+        if path != self._path:
+            self.set_path(path)
+
+    def _start_dir(self, current: str) -> str:
+        return str(Path(current).parent) if current and current != DEMO_NAME else str(Path.home())
+
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a model", self._start_dir(self._path), GGUF_FILTER)
+        if path:
+            self.set_path(path)
+
+    def _browse_mtp(self) -> None:
+        start = self._start_dir(self._mtp_path or self._path)
+        path, _ = QFileDialog.getOpenFileName(self, "Choose the MTP heads file", start, GGUF_FILTER)
+        if path:
+            self.set_mtp_path(path)
+
+    @staticmethod
+    def _typed_path(edit: QLineEdit) -> str:
+        # Pasted paths often come quoted ("Copy as path" on Windows) or with ~.
+        text = edit.text().strip().strip('"').strip("'")
+        return os.path.expanduser(text) if text else ""
+
+    def _on_path_edited(self) -> None:
+        path = self._typed_path(self._path_edit)
+        if path != self._path:
+            self.set_path(path)
+
+    def _on_mtp_edited(self) -> None:
+        path = self._typed_path(self._mtp_edit)
+        if path != self._mtp_path:
+            self.set_mtp_path(path)
+
+    def _move_to_mtp(self) -> None:
+        # An MTP-only file opened as the model: keep it as the heads file, then ask for the trunk.
+        path = self._path
+        self._path = ""
+        self._path_edit.clear()
+        self.set_mtp_path(path)
+        self._inspect()
+        self._path_edit.setFocus()
+
+    @staticmethod
+    def _dropped_file(event: QDragEnterEvent | QDropEvent) -> str | None:
+        urls = event.mimeData().urls() if event.mimeData().hasUrls() else []
+        if len(urls) == 1 and urls[0].isLocalFile():
+            return urls[0].toLocalFile()
+        return None
+
+    def _reject_drop(self, event: QDragEnterEvent | QDropEvent) -> None:
+        event.ignore()
+        self._show_status("Drop one model file from this computer (a .gguf file).", "error")
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if self._dropped_file(event) is None:
+            self._reject_drop(event)
+        else:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        path = self._dropped_file(event)
+        if path is None:
+            self._reject_drop(event)
+            return
+        event.acceptProposedAction()
+        self.set_path(path)
+
+    # --- inspecting ---
+
+    def _inspect(self) -> None:
+        self._latest.value += 1
+        self._outcome = None
+        self._clear_values()
+        self._use_as_mtp.hide()
+        self._load.setEnabled(False)  # until the current file is known to be loadable
+        if not self._path:
+            self._show_status("Choose a model file to see what it is and whether it fits.", None)
+            return
+        what = "Preparing the demo model…" if self._path == DEMO_NAME else f"Reading {Path(self._path).name}…"
+        self._show_status(what, None)
+        task = _InspectTask(self._latest.value, self._latest, self._path, self._mtp_path, self._n_ctx)
+        task.relay.done.connect(self._on_inspected)
+        QThreadPool.globalInstance().start(task)
+
+    @Slot(object)
+    def _on_inspected(self, outcome: _Outcome) -> None:
+        if outcome.request != self._latest.value:
+            return  # the user picked another file meanwhile
+        self._outcome = outcome
+        if outcome.info is None or outcome.estimate is None:
+            self._show_status(outcome.error, "error")
+            self._use_as_mtp.setVisible(outcome.kind == "mtp_only")
+            self.sig_inspected.emit(outcome.error)
+            return
+        self._show_info(outcome.info, outcome.estimate, outcome.free)
+        self._show_status("", None)
+        self._load.setEnabled(True)
+        self.sig_inspected.emit(outcome.info)
+
+    def _show_info(self, info: ModelInfo, estimate: MemoryEstimate, free: int) -> None:
+        size = format_bytes(info.file_bytes)
+        if info.mtp_file_bytes is not None:
+            size += f" + {format_bytes(info.mtp_file_bytes)} (MTP file)"
+        n_ctx = context_size(self._n_ctx, info)
+        verdict = memory_verdict(estimate.total, free)
+        self._set_value("Architecture", info.architecture)
+        self._set_value("Name", info.name or _DASH)
+        self._set_value("Parameters", format_params(info.n_params))
+        self._set_value("File size", size)
+        self._set_value("Quantization", info.quantization)
+        self._set_value("Trained context", f"{info.context_length:,} tokens")
+        self._set_value("MTP heads", mtp_text(info, self._mtp_path))
+        self._set_value("Chat template", "yes" if info.has_chat_template else "no: ChatML is used instead")
+        self._set_value(_MEMORY, verdict_text(verdict, estimate.total, free))
+        self._values[_MEMORY].setStyleSheet(f"color: {self._tone(verdict)}; font-weight: 600;")
+        parts = [
+            f"weights {format_bytes(estimate.weights)}",
+            f"KV cache {format_bytes(estimate.kv_cache)}",
+            f"compute {format_bytes(estimate.compute)}",
+        ]
+        if estimate.mtp_context:
+            parts.append(f"MTP drafting {format_bytes(estimate.mtp_context)}")
+        self._set_value(_MEMORY_DETAIL, f"For {n_ctx:,} tokens of context: " + ", ".join(parts))
+
+    def _clear_values(self) -> None:
+        for field in self._FIELDS:
+            self._set_value(field, _DASH)
+        self._set_value(_MEMORY, "")
+        self._set_value(_MEMORY_DETAIL, "")
+
+    def _set_value(self, field: str, text: str) -> None:
+        label = self._values[field]
+        label.setText(text)
+        label.setAccessibleName(f"{field}: {text}")  # a screen reader reads the name, not the text
+
+    def _tone(self, verdict: str) -> str:
+        dark = self.palette().color(QPalette.ColorRole.Window).lightness() < 128
+        return _TONES[verdict][dark]
+
+    def _show_status(self, text: str, tone: str | None) -> None:
+        self._status.setText(text)
+        self._status.setAccessibleName(f"Status: {text}")
+        colour = self._tone(tone) if tone else self.palette().color(QPalette.ColorRole.PlaceholderText).name()
+        self._status.setStyleSheet(f"color: {colour};")
+
+    # --- accepting ---
+
+    def accept(self) -> None:
+        outcome = self._outcome
+        if outcome is None or outcome.info is None or outcome.estimate is None:
+            return  # called before the file was read, or after an error: Load is disabled then
+        needed, free = outcome.estimate.total, outcome.free
+        if memory_verdict(needed, free) == "wont_fit" and not self._confirm_too_big(needed, free):
+            return
+        super().accept()
+
+    def _confirm_too_big(self, needed: int, free: int) -> bool:
+        answer = QMessageBox.question(
+            self,
+            "Load anyway?",
+            f"This model needs about {format_bytes(needed)} but only "
+            f"{format_bytes(free)} of memory is free. Loading it may make the computer swap heavily, "
+            "or the system may stop Stride.\n\nLoad anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes

@@ -1,0 +1,216 @@
+"""The one adapter between the Qt-free engine and the GUI: a worker QObject on its own QThread.
+
+The worker owns the loaded model. The GUI sends it requests through queued
+signals and gets results back as signals, each tagged with the request id so a
+late result from a cancelled or superseded request is recognised and dropped by
+the receiver. Stopping is a flag the GUI sets directly (`request_stop`): the
+worker is busy inside a decode loop, so a queued call would only arrive after it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from engine.generate import Delta, GenerationParams, PromptTooLong, Reply
+from engine.gguf_info import ModelFileError, ModelInfo
+from engine.llama import LoadCancelled
+from engine.runtime import LoadOptions, ModelLoadError, Runtime
+from engine.stats import ReplyStats
+
+log = logging.getLogger("stride.worker")
+STATS_INTERVAL_S = 0.1  # live figures at 10 Hz: smooth for the eye, nothing for the decode loop
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    model_path: Path
+    mtp_path: Path | None
+    options: LoadOptions
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    info: ModelInfo
+    n_heads: int
+    n_ctx: int
+    has_template: bool
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    messages: Sequence[Mapping[str, Any]]
+    params: GenerationParams
+    template_vars: Mapping[str, Any] = field(default_factory=dict)
+    drop_oldest: bool = False  # when the conversation outgrows the context; else stop with a message
+
+
+@dataclass(frozen=True)
+class ReplyResult:
+    text: str
+    reasoning: str
+    n_tokens: int
+    stats: dict[str, Any]
+    template_warning: str | None
+    n_dropped: int  # oldest messages left out to fit the context
+
+
+class EngineWorker(QObject):
+    """Lives on the engine thread; every slot runs there."""
+
+    sig_load_progress = Signal(int, float, str)  # request id, fraction, stage
+    sig_loaded = Signal(int, object)  # request id, LoadedModel
+    sig_load_failed = Signal(int, str, str)  # request id, message, details
+    sig_prompt_progress = Signal(int, int, int)  # request id, evaluated, total
+    sig_delta = Signal(int, object)  # request id, engine.generate.Delta
+    sig_stats = Signal(int, object)  # request id, ReplyStats.snapshot() dict
+    sig_finished = Signal(int, object)  # request id, ReplyResult
+    sig_failed = Signal(int, str, str)  # request id, message, details
+    sig_unloaded = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._runtime: Runtime | None = None
+        self._stop = threading.Event()
+
+    # Called from the GUI thread directly -------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # Slots (engine thread) -----------------------------------------------------------
+
+    @Slot(int, object)
+    def load(self, request_id: int, request: LoadRequest) -> None:
+        self._stop.clear()
+        self._close_runtime()
+        try:
+            runtime = Runtime.load(
+                request.model_path,
+                request.mtp_path,
+                request.options,
+                progress=lambda fraction, stage: self.sig_load_progress.emit(request_id, fraction, stage),
+                should_cancel=self._stop.is_set,
+            )
+        except LoadCancelled:
+            self.sig_load_failed.emit(request_id, "Loading was cancelled.", "")
+            return
+        except (ModelFileError, ModelLoadError) as exc:
+            self.sig_load_failed.emit(request_id, str(exc), str(exc))
+            return
+        except Exception as exc:  # a bug or an unexpected llama.cpp failure: report, never crash the thread
+            log.exception("load failed")
+            self.sig_load_failed.emit(request_id, f"Could not load the model: {exc}", traceback.format_exc())
+            return
+        self._runtime = runtime
+        loaded = LoadedModel(runtime.info, runtime.n_heads, runtime.target.n_ctx, runtime.template is not None)
+        self.sig_loaded.emit(request_id, loaded)
+
+    @Slot(int, object)
+    def generate(self, request_id: int, request: GenerateRequest) -> None:
+        self._stop.clear()
+        runtime = self._runtime
+        if runtime is None:
+            self.sig_failed.emit(request_id, "No model is loaded.", "")
+            return
+        last_stats = 0.0
+
+        def on_delta(delta: Delta, stats: ReplyStats) -> None:
+            nonlocal last_stats
+            self.sig_delta.emit(request_id, delta)
+            now = time.perf_counter()
+            if now - last_stats >= STATS_INTERVAL_S:
+                last_stats = now
+                self.sig_stats.emit(request_id, stats.snapshot())
+
+        try:
+            # Leave room for a useful reply: a quarter of the context, or max_tokens if smaller.
+            reserve = min(request.params.max_tokens, runtime.target.n_ctx // 4)
+            prompt, n_dropped = runtime.fit_chat_prompt(
+                request.messages, request.template_vars, reserve=reserve, drop_oldest=request.drop_oldest
+            )
+            reply: Reply = runtime.generate(
+                prompt.tokens,
+                request.params,
+                starts_in_reasoning=prompt.starts_in_reasoning,
+                on_delta=on_delta,
+                on_progress=lambda done, total: self.sig_prompt_progress.emit(request_id, done, total),
+                should_stop=self._stop.is_set,
+            )
+        except PromptTooLong as exc:
+            message = (
+                f"This conversation has outgrown the context ({exc}). Start a new chat, raise the context size, "
+                "or choose 'drop the oldest turns' in Settings."
+            )
+            self.sig_failed.emit(request_id, message, str(exc))
+            return
+        except Exception as exc:
+            log.exception("generation failed")
+            self.sig_failed.emit(request_id, f"Generation failed: {exc}", traceback.format_exc())
+            return
+        snapshot = reply.stats.snapshot()
+        self.sig_stats.emit(request_id, snapshot)
+        result = ReplyResult(reply.text, reply.reasoning, len(reply.token_ids), snapshot, prompt.warning, n_dropped)
+        self.sig_finished.emit(request_id, result)
+
+    @Slot()
+    def unload(self) -> None:
+        self._close_runtime()
+        self.sig_unloaded.emit()
+
+    def _close_runtime(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+            self._runtime = None
+
+
+class EngineClient(QObject):
+    """GUI-side handle: owns the engine thread, hands out request ids, shuts down cleanly."""
+
+    sig_request_load = Signal(int, object)
+    sig_request_generate = Signal(int, object)
+    sig_request_unload = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._ids = itertools.count(1)
+        self.engine_thread = QThread()
+        self.engine_thread.setObjectName("stride-engine")
+        self.worker = EngineWorker()
+        self.worker.moveToThread(self.engine_thread)
+        self.engine_thread.finished.connect(self.worker.deleteLater)
+        self.sig_request_load.connect(self.worker.load)
+        self.sig_request_generate.connect(self.worker.generate)
+        self.sig_request_unload.connect(self.worker.unload)
+        self.engine_thread.start()
+
+    def load(self, request: LoadRequest) -> int:
+        request_id = next(self._ids)
+        self.sig_request_load.emit(request_id, request)
+        return request_id
+
+    def generate(self, request: GenerateRequest) -> int:
+        request_id = next(self._ids)
+        self.sig_request_generate.emit(request_id, request)
+        return request_id
+
+    def stop(self) -> None:
+        self.worker.request_stop()
+
+    def shutdown(self, timeout_ms: int = 30_000) -> bool:
+        """Cancel whatever runs, free the model, end the thread. Never terminate()."""
+        if not self.engine_thread.isRunning():
+            return True
+        self.worker.request_stop()
+        self.sig_request_unload.emit()
+        self.engine_thread.quit()
+        return bool(self.engine_thread.wait(timeout_ms))

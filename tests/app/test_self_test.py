@@ -1,0 +1,34 @@
+"""`stride --self-test`: the real window, the demo model, a click on Send, one JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_self_test_prints_one_json_line_and_writes_out(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.main", "--self-test", "--mtp-depth", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    data = json.loads(lines[0])
+    assert json.loads(out.read_text()) == data
+    assert data["ok"] is True and data["n_predicted"] > 50
+    assert data["mtp_depth"] == 2 and 0 < data["acceptance"] < 1
+    assert data["tokens_per_second"] > 0 and data["max_ui_stall_ms"] is not None
+    shot = Path(data["screenshot"])
+    assert shot.exists() and shot.stat().st_size > 10_000

@@ -44,7 +44,7 @@ STALL_TIMER_MS = 10
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="stride", description="Stride: offline chat with Step Flash and MTP.")
     parser.add_argument("--self-test", action="store_true", help="run the GUI end to end once and print JSON")
-    parser.add_argument("--model", default=None, help=f"GGUF file for --self-test (default: {DEMO_NAME})")
+    parser.add_argument("--model", default=None, help=f"GGUF file to open ('{DEMO_NAME}': the built-in demo model)")
     parser.add_argument("--mtp-model", default="", help="separate MTP-only GGUF for --self-test")
     parser.add_argument("--mtp-depth", type=int, default=None, help="MTP depth for --self-test (0-3)")
     parser.add_argument("--prompt", default=SELF_TEST_PROMPT, help="prompt for --self-test")
@@ -176,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_self_test(app, args)
 
     settings = load_settings()
+    if args.model:
+        settings = replace(
+            settings, settings=replace(settings.settings, model_path=args.model, mtp_model_path=args.mtp_model)
+        )
     apply_theme(app, settings.settings.theme)
     window = MainWindow()
     try:

@@ -11,7 +11,7 @@ from app.resources import stylesheet
 ACCENT = QColor("#2f6fed")
 
 
-def _dark_palette() -> QPalette:
+def dark_palette() -> QPalette:
     p = QPalette()
     roles = {
         QPalette.ColorRole.Window: "#1e2026",
@@ -39,7 +39,7 @@ def _dark_palette() -> QPalette:
     return p
 
 
-def _light_palette() -> QPalette:
+def light_palette() -> QPalette:
     p = QApplication.style().standardPalette()
     p.setColor(QPalette.ColorRole.Window, QColor("#f6f7f9"))
     p.setColor(QPalette.ColorRole.AlternateBase, QColor("#eef1f5"))
@@ -56,6 +56,6 @@ def apply_theme(app: QApplication, theme: str) -> str:
     """Apply "light", "dark" or "system"; return the one in effect."""
     app.setStyle("Fusion")
     effective = ("dark" if system_prefers_dark() else "light") if theme == "system" else theme
-    app.setPalette(_dark_palette() if effective == "dark" else _light_palette())
+    app.setPalette(dark_palette() if effective == "dark" else light_palette())
     app.setStyleSheet(stylesheet())
     return effective

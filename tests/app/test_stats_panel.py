@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtGui import QColor, QPalette, QPixmap
-from PySide6.QtWidgets import QApplication, QLabel
+from PySide6.QtGui import QPalette, QPixmap
+from PySide6.QtWidgets import QLabel
 from pytestqt.qtbot import QtBot
 
 import engine.stats
+from app.theme import dark_palette, light_palette
 from app.views.stats_panel import PANEL_WIDTH, SPARK_POINTS, HeadBars, Sparkline, StatsPanel, reply_summary
 from engine.stats import MTP_NOTE_TEXT, ReplyStats
 
@@ -303,38 +304,6 @@ def test_reply_summary(clock: Clock, panel: StatsPanel) -> None:
 
 
 # Screenshots ------------------------------------------------------------------------------------
-
-
-def light_palette() -> QPalette:
-    palette = QApplication.style().standardPalette()
-    palette.setColor(QPalette.ColorRole.Window, QColor("#f6f7f9"))
-    palette.setColor(QPalette.ColorRole.AlternateBase, QColor("#eef1f5"))
-    palette.setColor(QPalette.ColorRole.Highlight, QColor("#2f6fed"))
-    return palette
-
-
-def dark_palette() -> QPalette:
-    palette = QPalette()
-    for role, colour in {
-        QPalette.ColorRole.Window: "#1e2026",
-        QPalette.ColorRole.WindowText: "#e6e8ec",
-        QPalette.ColorRole.Base: "#16181d",
-        QPalette.ColorRole.AlternateBase: "#262932",
-        QPalette.ColorRole.Text: "#e6e8ec",
-        QPalette.ColorRole.Button: "#2a2d36",
-        QPalette.ColorRole.ButtonText: "#e6e8ec",
-        QPalette.ColorRole.PlaceholderText: "#8a909c",
-        QPalette.ColorRole.Mid: "#3a3e49",
-        QPalette.ColorRole.Midlight: "#333742",
-        QPalette.ColorRole.Dark: "#121317",
-        QPalette.ColorRole.Light: "#3f4350",
-        QPalette.ColorRole.Highlight: "#2f6fed",
-        QPalette.ColorRole.HighlightedText: "#ffffff",
-    }.items():
-        palette.setColor(role, QColor(colour))
-    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text):
-        palette.setColor(QPalette.ColorGroup.Disabled, role, QColor("#6b707c"))
-    return palette
 
 
 @pytest.mark.parametrize(("theme", "palette_factory"), [("light", light_palette), ("dark", dark_palette)])

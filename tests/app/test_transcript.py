@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import QModelIndex, Qt
-from PySide6.QtGui import QColor, QFont, QPalette, QPixmap, QTextCursor, QTextFormat
+from PySide6.QtGui import QColor, QFont, QPixmap, QTextCursor, QTextFormat
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
+from app.theme import dark_palette, light_palette
 from app.views.markdown import RenderedText, Theme, align
 from app.views.transcript import (
     FLUSH_BUDGET,
@@ -549,38 +550,6 @@ def test_row_of_and_update_message(make_view: Any) -> None:
 
 
 # Screenshots -------------------------------------------------------------------------------
-
-
-def light_palette() -> QPalette:
-    palette = QApplication.style().standardPalette()
-    for role, colour in {
-        QPalette.ColorRole.Window: "#f6f7f9",
-        QPalette.ColorRole.Base: "#ffffff",
-        QPalette.ColorRole.Text: "#1f2328",
-        QPalette.ColorRole.WindowText: "#1f2328",
-        QPalette.ColorRole.Highlight: "#2f6fed",
-        QPalette.ColorRole.Link: "#2f6fed",
-    }.items():
-        palette.setColor(role, QColor(colour))
-    return palette
-
-
-def dark_palette() -> QPalette:
-    palette = QPalette()
-    for role, colour in {
-        QPalette.ColorRole.Window: "#1e2026",
-        QPalette.ColorRole.WindowText: "#e6e8ec",
-        QPalette.ColorRole.Base: "#16181d",
-        QPalette.ColorRole.Text: "#e6e8ec",
-        QPalette.ColorRole.Button: "#2a2d36",
-        QPalette.ColorRole.ButtonText: "#e6e8ec",
-        QPalette.ColorRole.PlaceholderText: "#8a909c",
-        QPalette.ColorRole.Highlight: "#2f6fed",
-        QPalette.ColorRole.HighlightedText: "#ffffff",
-        QPalette.ColorRole.Link: "#7aa7ff",
-    }.items():
-        palette.setColor(role, QColor(colour))
-    return palette
 
 
 SHOT_ANSWER = """You can reverse a string with **slicing**: a step of `-1` walks it backwards.

@@ -129,6 +129,7 @@ class ChatController(QObject):
         w.act_export_md.triggered.connect(lambda: self.export_conversation(self.conversation_id, "md"))
         w.act_export_json.triggered.connect(lambda: self.export_conversation(self.conversation_id, "json"))
         w.act_rename.triggered.connect(lambda: self.rename_conversation(self.conversation_id))
+        w.act_system_prompt.triggered.connect(self.edit_system_prompt)
         w.act_quit.triggered.connect(w.close)
         w.act_tint.setChecked(self.settings.tint_drafts)
         w.act_tint.toggled.connect(self._set_tint)
@@ -326,6 +327,20 @@ class ChatController(QObject):
         if ok and title.strip():
             self._guard(lambda: self.store.rename_conversation(conversation_id, title.strip()))
             self.refresh_sidebar()
+
+    def edit_system_prompt(self) -> None:
+        """Each conversation keeps its own system prompt; it applies from the next reply on."""
+        conversation_id = self.conversation_id
+        if conversation_id is None:
+            return
+        conv = self._guard(lambda: self.store.get_conversation(conversation_id))
+        if conv is None:
+            return
+        text, ok = QInputDialog.getMultiLineText(
+            self.window, "System prompt", "Instructions for this conversation:", conv.system_prompt
+        )
+        if ok:
+            self._guard(lambda: self.store.set_system_prompt(conversation_id, text.strip()))
 
     def delete_conversation(self, conversation_id: int) -> None:
         if self.active and self.active.conversation_id == conversation_id:

@@ -156,6 +156,7 @@ class MainWindow(QMainWindow):
         self.act_send = self._action("&Send", "Ctrl+Return", "send")
         self.act_focus = self._action("&Focus message box", "Ctrl+L")
         self.act_rename = self._action("&Rename conversation", "F2", "edit")
+        self.act_system_prompt = self._action("System &prompt for this chat…", "Ctrl+Shift+P")
         self.act_tint = self._action("&Tint drafted tokens", "Ctrl+T")
         self.act_tint.setCheckable(True)
         self.act_stats = self._action("Show &speed panel", "Ctrl+I")
@@ -178,7 +179,7 @@ class MainWindow(QMainWindow):
         ):
             file_menu.addSeparator() if act is None else file_menu.addAction(act)
         chat_menu = bar.addMenu("&Chat")
-        for act in (self.act_send, self.act_stop, self.act_focus, self.act_rename):
+        for act in (self.act_send, self.act_stop, self.act_focus, self.act_rename, self.act_system_prompt):
             chat_menu.addAction(act)
         view_menu = bar.addMenu("&View")
         view_menu.addAction(self.act_tint)

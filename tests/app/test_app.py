@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+from PySide6.QtWidgets import QInputDialog
 from pytestqt.qtbot import QtBot
 
 from app.main import StallMeter
@@ -209,3 +211,20 @@ def test_a_conversation_survives_killing_the_app_mid_reply(tmp_path: Path, long_
     # At most a second of text is lost (plus the deltas printed after the last one we read).
     assert n1 - saved <= chars_per_second * 1.0 + 200, (n1, saved, chars_per_second)
     store.close()
+
+
+def test_each_conversation_keeps_its_own_system_prompt(
+    qtbot: QtBot, make_app: Callable[..., AppHarness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app()
+    first = app.controller.conversation_id
+    monkeypatch.setattr(QInputDialog, "getMultiLineText", lambda *a, **k: ("Answer in French.", True))
+    app.window.act_system_prompt.trigger()
+    app.controller.new_conversation()
+    assert app.store.get_conversation(first).system_prompt == "Answer in French."  # type: ignore[arg-type]
+    assert app.store.get_conversation(app.controller.conversation_id).system_prompt == ""  # type: ignore[arg-type]
+    sent: list[object] = []
+    app.controller.open_conversation(first)  # type: ignore[arg-type]
+    app.controller.engine.sig_request_generate.connect(lambda _rid, request: sent.append(request))
+    send(qtbot, app, "Bonjour")
+    assert sent[0].messages[0] == {"role": "system", "content": "Answer in French."}  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ def test_main_window_screenshot(qtbot: QtBot, make_app: Callable[..., AppHarness
         harness.window.resize(1280, 820)
         send(qtbot, harness, "Hello! What can you do?")
         harness.window.act_tint.setChecked(theme == "dark")  # show the drafted-token tint in one of them
-        qtbot.wait(50)  # let the coalesced transcript repaint land before grabbing
+        QApplication.processEvents()  # deliver the tint change; grab() then paints synchronously
         SHOTS.mkdir(parents=True, exist_ok=True)
         path = SHOTS / f"main-{theme}.png"
         assert harness.window.grab().save(str(path))

@@ -216,6 +216,8 @@ class Generator:
             stats.prompt_done(len(prompt), n_evaluated + 1)
             out = _TextOut(starts_in_reasoning, params.stop, on_delta, stats)
             self._decode_loop(prompt[-1], params, depth if use_mtp else 0, sampler, stats, out, should_stop)
+            if use_mtp and self.drafter:
+                self.drafter.flush()  # the next turn finds every head caught up
             return out.finish()
         finally:
             sampler.close()
@@ -245,8 +247,6 @@ class Generator:
             draft = drafter.draft(last, n_past, n_draft, params.p_min).tokens if drafter and n_draft > 0 else []
             batch = [last, *draft]
             target.decode(batch, n_past, outputs="all" if draft else "last")
-            if drafter and depth:
-                drafter.catch_up(batch, n_past, target.hidden_rows(len(batch)))
 
             # The target's own sampler verifies: keep drafts while it samples the same token.
             sampled: list[int] = []
@@ -256,14 +256,15 @@ class Generator:
                 if i >= len(draft) or token != draft[i]:
                     break
             n_accepted = len(sampled) - 1
+            if drafter and depth:
+                # Only the accepted positions reach the heads, with the next draft call.
+                drafter.confirm(batch[: n_accepted + 1], n_past, target.hidden_rows(len(batch))[: n_accepted + 1])
             self.cached.extend(batch[: n_accepted + 1])
             n_past += n_accepted + 1
             if self.rollback_enabled:
                 target.remove_from(n_past)
                 if drafter and depth:
                     drafter.rollback(n_past)
-            if drafter and depth:
-                drafter.accept(n_accepted)
 
             emitted: list[int] = []
             for token in sampled:

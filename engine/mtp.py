@@ -29,7 +29,14 @@ class Draft:
 
 
 class MtpDrafter:
-    """Owns the draft context's state for one sequence."""
+    """Owns the draft context's state for one sequence.
+
+    Unlike llama.cpp's driver, which runs a separate catch-up call per head over the
+    whole verification batch (rejected drafts included), confirmed positions wait in
+    `_tokens`/`_hidden` and each head catches up inside its next draft call: the
+    confirmed rows and the new draft rows are contiguous positions, so a head costs one
+    decode per step instead of two, and rejected drafts are never decoded again.
+    """
 
     def __init__(self, draft: Context, n_heads: int) -> None:
         self.ctx = draft
@@ -37,69 +44,102 @@ class MtpDrafter:
         self.n_embd = draft.n_embd
         # Trunk hidden state at the position just before the next token to pair with.
         self.pending_h: F32 = np.zeros(self.n_embd, dtype=np.float32)
-        self._verify_h: F32 = np.zeros((0, self.n_embd), dtype=np.float32)
         self.valid_upto = 0  # draft KV holds positions [0, valid_upto) for every head
+        # Confirmed positions valid_upto.. not yet seen by the heads, each token paired with
+        # the trunk's hidden row of the position before it.
+        self._tokens: list[int] = []
+        self._hidden: list[F32] = []
 
     def reset(self) -> None:
         self.ctx.clear()
         self.pending_h = np.zeros(self.n_embd, dtype=np.float32)
         self.valid_upto = 0
+        self._tokens, self._hidden = [], []
 
     def rollback(self, pos: int) -> None:
         self.ctx.remove_from(pos)
         self.valid_upto = min(self.valid_upto, pos)
+        keep = max(pos - self.valid_upto, 0)
+        del self._tokens[keep:], self._hidden[keep:]
 
     def catch_up(self, tokens: list[int], pos0: int, hidden: F32) -> None:
-        """Feed every head the tokens the trunk just decoded at pos0.. with their hidden rows.
+        """Feed every head tokens the trunk decoded at pos0.. (a prompt chunk) with their hidden rows.
 
         hidden[i] is the trunk's state at pos0+i; token i pairs with the state before it,
         so the first token takes the carried-over pending row.
         """
-        n = len(tokens)
-        if n == 0:
+        if not tokens:
             return
-        paired = np.empty((n, self.n_embd), dtype=np.float32)
-        paired[0] = self.pending_h
-        paired[1:] = hidden[: n - 1]
+        self.confirm(tokens, pos0, hidden)
+        self.flush()
+
+    def confirm(self, tokens: list[int], pos0: int, hidden: F32) -> None:
+        """Positions pos0.. now hold `tokens` in the trunk; hidden[i] is its state at pos0+i."""
+        n = len(tokens)
+        assert pos0 == self.valid_upto + len(self._tokens), "confirmed positions must be contiguous"
+        self._tokens.extend(tokens)
+        self._hidden.append(self.pending_h)
+        self._hidden.extend(hidden[: n - 1])
+        self.pending_h = hidden[n - 1].copy()
+
+    def flush(self) -> None:
+        """Catch every head up on the confirmed positions it has not seen yet."""
+        if not self._tokens:
+            return
+        self._run_heads(range(self.n_heads), self._tokens, np.asarray(self._hidden, dtype=np.float32))
+        self._done()
+
+    def _run_heads(self, heads: range, tokens: list[int], hidden: F32) -> None:
         try:
-            for head in range(self.n_heads):
+            for head in heads:
                 # Cells are per position across all head layers: clear the batch's positions
-                # so the next head writes its own layer's K/V there (llama.cpp PR 24340).
-                self.ctx.remove_from(pos0)
+                # so this head writes its own layer's K/V there (llama.cpp PR 24340).
+                self.ctx.remove_from(self.valid_upto)
                 self.ctx.select_head(head)
-                self.ctx.decode(tokens, pos0, outputs="none", hidden=paired)
+                self.ctx.decode(tokens, self.valid_upto, outputs="none", hidden=hidden)
         finally:
             self.ctx.select_head(0)
-        self._verify_h = hidden
-        self.pending_h = hidden[n - 1].copy()
-        self.valid_upto = pos0 + n
 
-    def accept(self, n_accepted: int) -> None:
-        """After verification, carry the hidden row of the last accepted position."""
-        if len(self._verify_h):
-            self.pending_h = self._verify_h[min(n_accepted, len(self._verify_h) - 1)].copy()
+    def _done(self) -> None:
+        self.valid_upto += len(self._tokens)
+        self._tokens, self._hidden = [], []
 
     def draft(self, last: int, pos0: int, depth: int, p_min: float) -> Draft:
-        """Draft up to `depth` tokens after `last` (at pos0), one head per token."""
+        """Draft up to `depth` tokens after `last` (at pos0), one head per token.
+
+        Each head's call also covers the confirmed positions it has not seen yet.
+        """
+        n_old = len(self._tokens)
+        assert pos0 == self.valid_upto + n_old, "draft must start right after the confirmed positions"
+        rows = np.empty((n_old + depth + 1, self.n_embd), dtype=np.float32)
+        if n_old:
+            rows[:n_old] = self._hidden
+        rows[n_old] = self.pending_h
         tokens: list[int] = []
         probs: list[float] = []
-        chain = np.empty((depth + 1, self.n_embd), dtype=np.float32)
-        chain[0] = self.pending_h
+        heads_run = 0
         try:
             for head in range(depth):
-                # Each head rebuilds its own layer's KV over the draft region, so drop it first.
-                self.ctx.remove_from(pos0)
+                # Each head rebuilds its own layer's KV from the first unseen position on.
+                self.ctx.remove_from(self.valid_upto)
                 self.ctx.select_head(head)
-                self.ctx.decode([last, *tokens], pos0, outputs="last", hidden=chain[: head + 1])
-                token, prob = top_candidate(self.ctx.logits(head))
+                last_row = n_old + head
+                self.ctx.decode(
+                    [*self._tokens, last, *tokens], self.valid_upto, outputs="last", hidden=rows[: last_row + 1]
+                )
+                heads_run += 1
+                token, prob = top_candidate(self.ctx.logits(last_row))
                 if prob < p_min:
                     break
                 tokens.append(token)
                 probs.append(prob)
-                chain[head + 1] = self.ctx.hidden_row(head)
+                rows[last_row + 1] = self.ctx.hidden_row(last_row)
         finally:
             self.ctx.select_head(0)
-        self.valid_upto = min(self.valid_upto, pos0)
+        if n_old:
+            # Heads that drafted nothing this step still need the confirmed positions.
+            self._run_heads(range(heads_run, self.n_heads), self._tokens, rows[:n_old])
+        self._done()
         return Draft(tokens, probs)
 
 

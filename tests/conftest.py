@@ -66,6 +66,15 @@ def noheads_gguf(fixture_dir: Path) -> Path:
 
 
 @pytest.fixture
+def screenshot_dir(tmp_path: Path) -> Path:
+    """Where screenshot tests save: docs/screenshots with STRIDE_UPDATE_SCREENSHOTS=1 (to refresh the
+    README's pictures), otherwise a temporary folder, so a plain test run leaves the tree clean."""
+    if os.environ.get("STRIDE_UPDATE_SCREENSHOTS") == "1":
+        return Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+    return tmp_path / "screenshots"
+
+
+@pytest.fixture
 def load() -> Iterator[Callable[..., Runtime]]:
     """Load a runtime with one llama thread; every runtime is closed after the test."""
     opened: list[Runtime] = []

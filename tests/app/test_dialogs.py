@@ -474,10 +474,8 @@ def test_error_dialog_offers_the_log_folder(qtbot: QtBot, tmp_path: Path) -> Non
 
 # --- screenshot for the docs ---
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
-
-def test_screenshot_model_info(qtbot: QtBot, free_memory: list[int]) -> None:
+def test_screenshot_model_info(qtbot: QtBot, free_memory: list[int], screenshot_dir: Path) -> None:
     app = QApplication.instance()
     assert isinstance(app, QApplication)
     apply_theme(app, "light")
@@ -490,7 +488,7 @@ def test_screenshot_model_info(qtbot: QtBot, free_memory: list[int]) -> None:
             dialog.set_path("demo")
         assert field(dialog, "Memory").startswith("Fits: ")
         QApplication.processEvents()  # the relayout for the new texts is a posted event
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        assert dialog.grab().save(str(SHOTS / "model-info.png"))
+        screenshot_dir.mkdir(parents=True, exist_ok=True)
+        assert dialog.grab().save(str(screenshot_dir / "model-info.png"))
     finally:
         apply_theme(app, "light")

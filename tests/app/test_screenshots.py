@@ -13,11 +13,11 @@ from app.theme import apply_theme
 from tests.app.conftest import AppHarness
 from tests.app.test_app import send
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
-def test_main_window_screenshot(qtbot: QtBot, make_app: Callable[..., AppHarness], theme: str) -> None:
+def test_main_window_screenshot(
+    qtbot: QtBot, make_app: Callable[..., AppHarness], theme: str, screenshot_dir: Path
+) -> None:
     app = QApplication.instance()
     assert isinstance(app, QApplication)
     apply_theme(app, theme)
@@ -27,8 +27,8 @@ def test_main_window_screenshot(qtbot: QtBot, make_app: Callable[..., AppHarness
         send(qtbot, harness, "Hello! What can you do?")
         harness.window.act_tint.setChecked(theme == "dark")  # show the drafted-token tint in one of them
         QApplication.processEvents()  # deliver the tint change; grab() then paints synchronously
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        path = SHOTS / f"main-{theme}.png"
+        screenshot_dir.mkdir(parents=True, exist_ok=True)
+        path = screenshot_dir / f"main-{theme}.png"
         assert harness.window.grab().save(str(path))
         assert path.stat().st_size > 20_000
     finally:

@@ -39,8 +39,6 @@ from app.settings import (
 from app.views import settings_dialog
 from app.views.settings_dialog import SettingsDialog
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "settings.png"
-
 CUSTOM = Settings(
     mtp_depth=1,
     p_min=0.25,
@@ -502,12 +500,12 @@ def test_every_control_has_an_accessible_name_and_a_tooltip(dialog: SettingsDial
     assert untipped == []
 
 
-def test_screenshot(dialog: SettingsDialog, qtbot: QtBot) -> None:
+def test_screenshot(dialog: SettingsDialog, qtbot: QtBot, screenshot_dir: Path) -> None:
     """Saves docs/screenshots/settings.png; look at it after changing the layout."""
     dialog.show()
     qtbot.waitExposed(dialog)
     # Every label must fit: the dialog's layout never squeezes a control below its size hint.
     assert dialog.width() >= dialog.minimumSizeHint().width()
     assert dialog.width() <= 1280 and dialog.height() <= 700, "it must fit on a small laptop screen"
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    assert dialog.grab().save(str(SCREENSHOT))
+    screenshot_dir.mkdir(parents=True, exist_ok=True)
+    assert dialog.grab().save(str(screenshot_dir / "settings.png"))

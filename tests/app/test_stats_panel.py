@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import math
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtGui import QPalette, QPixmap
-from PySide6.QtWidgets import QLabel
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import QApplication, QLabel
 from pytestqt.qtbot import QtBot
 
 import engine.stats
-from app.theme import dark_palette, light_palette
+from app.theme import apply_theme
 from app.views.stats_panel import PANEL_WIDTH, SPARK_POINTS, HeadBars, Sparkline, StatsPanel, reply_summary
 from engine.stats import MTP_NOTE_TEXT, ReplyStats
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 # Drafts accepted per step at depth 3, repeated: head 1 accepts 8/10, head 2 6/10, head 3 3/10.
 PATTERN = (3, 1, 2, 0, 3, 2, 3, 1, 0, 2)
 
@@ -306,13 +305,21 @@ def test_reply_summary(clock: Clock, panel: StatsPanel) -> None:
 # Screenshots ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("theme", "palette_factory"), [("light", light_palette), ("dark", dark_palette)])
-def test_screenshot_mid_generation(
-    qtbot: QtBot, clock: Clock, theme: str, palette_factory: Callable[[], QPalette]
-) -> None:
+@pytest.fixture
+def themed(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The app's own theme, applied as the app applies it (to the QApplication)."""
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    apply_theme(app, request.param)
+    yield request.param
+    apply_theme(app, "light")
+
+
+@pytest.mark.parametrize("themed", ["light", "dark"], indirect=True)
+def test_screenshot_mid_generation(qtbot: QtBot, clock: Clock, themed: str, screenshot_dir: Path) -> None:
+    theme = themed
     panel = StatsPanel()
     qtbot.addWidget(panel)
-    panel.setPalette(palette_factory())
     panel.set_model(3, None)
     # Runs of easy text (most drafts accepted) and harder text, so the rate now rises and falls.
     accepted = [(3, 3, 2, 3)[i % 4] if (i // 40) % 2 else PATTERN[i % 10] for i in range(240)]
@@ -327,10 +334,10 @@ def test_screenshot_mid_generation(
         if label.isVisible() and not label.wordWrap():
             assert label.width() >= label.sizeHint().width(), label.accessibleName() or label.text()
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    screenshot_dir.mkdir(parents=True, exist_ok=True)
     pixmap = QPixmap(panel.size() * 2)  # 2x, so the docs image stays crisp on high-DPI screens
     pixmap.setDevicePixelRatio(2)
     panel.render(pixmap)
-    path = SCREENSHOTS / f"stats-panel-{theme}.png"
+    path = screenshot_dir / f"stats-panel-{theme}.png"
     assert pixmap.save(str(path))
     assert path.stat().st_size > 0

@@ -27,7 +27,6 @@ from app.views.transcript import (
     TranscriptView,
 )
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 WORDS = ["the", "model", "drafts", "tokens", "ahead", "and", "the", "trunk", "verifies", "them", "in", "one", "pass"]
 CODE_ANSWER = """Here is a **fast** way to reverse a string:
 
@@ -566,7 +565,7 @@ Slicing copies the string once, so it runs in *O(n)*. For a list, `list.reverse(
 
 
 @pytest.mark.parametrize(("theme", "palette_factory"), [("light", light_palette), ("dark", dark_palette)])
-def test_screenshot(qtbot: QtBot, theme: str, palette_factory: Any) -> None:
+def test_screenshot(qtbot: QtBot, theme: str, palette_factory: Any, screenshot_dir: Path) -> None:
     model = TranscriptModel()
     view = TranscriptView(model)
     qtbot.addWidget(view)
@@ -603,10 +602,10 @@ def test_screenshot(qtbot: QtBot, theme: str, palette_factory: Any) -> None:
     last = view.visualRect(model.index(3))
     assert last.bottom() < view.viewport().height(), "the whole exchange fits the shot"
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    screenshot_dir.mkdir(parents=True, exist_ok=True)
     pixmap = QPixmap(view.size() * 2)  # 2x, so the docs image stays crisp on high-DPI screens
     pixmap.setDevicePixelRatio(2)
     view.render(pixmap)
-    path = SCREENSHOTS / f"transcript-{theme}.png"
+    path = screenshot_dir / f"transcript-{theme}.png"
     assert pixmap.save(str(path))
     assert path.stat().st_size > 0

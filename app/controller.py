@@ -637,16 +637,25 @@ class ChatController(QObject):
     # Shutdown ----------------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Close: cancel what runs, save the partial reply, stop the engine thread, then close."""
-        active = self.active
+        """Closing: cancel what runs, save the partial reply, stop the engine thread, then allow the close."""
+        active, self.active = self.active, None  # results still queued for it are dropped from now on
+        self._flush_timer.stop()
         if active is not None:
             self.engine.stop()
-            self._flush_active()
-            self._guard(lambda: self.store.update_message(active.message_id, status="stopped"), quiet=True)
+            self._guard(
+                lambda: self.store.update_message(
+                    active.message_id,
+                    content=active.content,
+                    reasoning=active.reasoning,
+                    status="stopped",
+                    draft_spans=active.spans,
+                    thought_seconds=active.thought_seconds,
+                ),
+                quiet=True,
+            )
         self.engine.shutdown()
         self.store.close()
         self.window.allow_close()
-        self.window.close()
 
     # Helpers -----------------------------------------------------------------------------------
 

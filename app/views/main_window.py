@@ -231,10 +231,11 @@ class MainWindow(QMainWindow):
         self._allow_close = True
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        # The controller shuts the engine down first, then calls allow_close() and close() again.
+        # The controller shuts the engine down (cancel, quit, wait) and then allows the close.
+        if not self._allow_close:
+            self.sig_close_requested.emit()
         if self._allow_close:
             self.save_geometry()
             event.accept()
-            return
-        event.ignore()
-        self.sig_close_requested.emit()
+        else:
+            event.ignore()

@@ -228,3 +228,27 @@ def test_each_conversation_keeps_its_own_system_prompt(
     app.controller.engine.sig_request_generate.connect(lambda _rid, request: sent.append(request))
     send(qtbot, app, "Bonjour")
     assert sent[0].messages[0] == {"role": "system", "content": "Answer in French."}  # type: ignore[attr-defined]
+
+
+def test_closing_the_window_mid_reply_shuts_down_cleanly(
+    qtbot: QtBot, make_app: Callable[..., AppHarness], live_gguf: Path
+) -> None:
+    app = make_app(str(live_gguf), max_tokens=100_000)
+    conversation = app.controller.conversation_id
+    app.window.composer.edit.setPlainText("alpha bravo")
+    app.window.composer.send_button.click()
+    qtbot.waitUntil(lambda: app.controller.active is not None and len(app.controller.active.reasoning) > 50)
+    app.window.close()  # cancel, quit, wait: never terminate()
+    assert not app.controller.engine.engine_thread.isRunning()
+    assert not app.window.isVisible()
+    reply = ConversationStore(app.folder / "conversations.db").messages(conversation)[-1]  # type: ignore[arg-type]
+    assert reply.status == "stopped" and len(reply.reasoning) > 50
+
+
+def test_closing_the_window_while_loading_shuts_down_cleanly(
+    qtbot: QtBot, make_app: Callable[..., AppHarness], live_gguf: Path
+) -> None:
+    app = make_app("", wait_loaded=False)
+    app.controller.load_model(str(live_gguf), "")
+    app.window.close()
+    assert not app.controller.engine.engine_thread.isRunning()

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from engine.generate import GenerationParams
-from engine.runtime import Runtime
+from engine.llama import LoadCancelled
+from engine.runtime import LoadOptions, Runtime
 from tests.engine.test_lossless import PROMPT
 
 
@@ -48,3 +51,20 @@ def test_depth_zero_and_clamped_depth_are_reported(load: Callable[..., Runtime],
     runtime.generator.reset()
     default = runtime.generate(prompt, GenerationParams(max_tokens=10)).stats
     assert (default.mtp_depth, default.mtp_note) == (3, None)
+
+
+def test_loading_reports_progress_and_can_be_cancelled(live_gguf: Path) -> None:
+    seen: list[tuple[float, str]] = []
+    with pytest.raises(LoadCancelled):
+        Runtime.load(
+            live_gguf,
+            None,
+            LoadOptions(n_threads=1),
+            progress=lambda f, stage: seen.append((f, stage)),
+            should_cancel=lambda: len(seen) >= 2,
+        )
+    assert seen and all(0.0 <= f <= 1.0 for f, _ in seen)
+    done: list[tuple[float, str]] = []
+    runtime = Runtime.load(live_gguf, None, LoadOptions(n_threads=1), progress=lambda f, s: done.append((f, s)))
+    runtime.close()
+    assert done[-1] == (1.0, "Ready") and [f for f, _ in done] == sorted(f for f, _ in done)

@@ -85,8 +85,8 @@ KINDS = ("answer", "reasoning")
 ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System"}
 BADGES = {"stopped": "Stopped", "error": "Error"}
 
-FLUSH_INTERVAL_MS = 50  # streaming repaints at most 20 times a second,
-FLUSH_BUDGET = 0.25  # and spends at most about this share of the GUI thread on it: a long reply
+FLUSH_INTERVAL_MS = 100  # streaming repaints at most 10 times a second,
+FLUSH_BUDGET = 0.1  # and spends at most about this share of the GUI thread on it: a long reply
 MAX_FLUSH_INTERVAL_MS = 400  # (tens of ms to re-render) repaints less often, down to this
 LAYOUT_CACHE = 160  # laid-out rows kept; a screenful is rarely more than 20
 STREAM_STEP = 64  # a streaming row's height grows in these steps

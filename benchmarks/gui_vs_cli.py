@@ -26,19 +26,57 @@ PROMPT = "Once upon a time"
 def run_gui(model: Path, depth: int, tokens: int, threads: int) -> dict[str, float]:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     proc = subprocess.run(
-        [sys.executable, "-m", "app.main", "--self-test", "--model", str(model), "--mtp-depth", str(depth),
-         "--max-tokens", str(tokens), "--prompt", PROMPT, "--threads", str(threads)],
-        capture_output=True, text=True, cwd=ROOT, env=env, check=True,
+        [
+            sys.executable,
+            "-m",
+            "app.main",
+            "--self-test",
+            "--model",
+            str(model),
+            "--mtp-depth",
+            str(depth),
+            "--max-tokens",
+            str(tokens),
+            "--prompt",
+            PROMPT,
+            "--threads",
+            str(threads),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def run_cli(model: Path, depth: int, tokens: int, threads: int) -> dict[str, float]:
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "generate", "--model", str(model), "--chat", "--prompt", PROMPT,
-         "--mtp-depth", str(depth), "--max-tokens", str(tokens), "--threads", str(threads), "--ctx", "8192",
-         "--json"],
-        capture_output=True, text=True, cwd=ROOT, check=True,
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "generate",
+            "--model",
+            str(model),
+            "--chat",
+            "--prompt",
+            PROMPT,
+            "--mtp-depth",
+            str(depth),
+            "--max-tokens",
+            str(tokens),
+            "--threads",
+            str(threads),
+            "--ctx",
+            "8192",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
     )
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
 

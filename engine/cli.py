@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from engine import stats as stats_mod
 from engine.demo import DEMO_NAME, ensure_demo_model
-from engine.generate import Delta, GenerationParams, PromptTooLong, Reply
+from engine.generate import AUTO, Delta, GenerationParams, PromptTooLong, Reply
 from engine.gguf_info import ModelFileError, ModelInfo, estimate_memory, free_memory_bytes, inspect_model
 from engine.llama import LoadCancelled, SamplerParams
 from engine.logs import configure_logging
@@ -69,13 +69,23 @@ def _ranged_float(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
-def _depths(text: str) -> list[int]:
+def _depth(text: str) -> int | str:
+    """A depth: a whole number 0 or more, or "auto"."""
+    if text.strip().lower() == AUTO:
+        return AUTO
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of depths like 0,1,2,3") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: depths are whole numbers 0 or more")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a depth (0, 1, 2, 3 or auto)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: a depth is 0 or more")
+    return value
+
+
+def _depths(text: str) -> list[int | str]:
+    values = [_depth(x) for x in text.split(",") if x.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of depths like 0,1,2,3,auto")
     return values
 
 
@@ -112,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p_gen.add_argument("--system", help="system prompt (with --chat)")
     p_gen.add_argument("--max-tokens", type=_positive_int, default=256)
-    p_gen.add_argument("--mtp-depth", type=_non_negative_int, default=None, help="0 = off; default: all heads")
+    p_gen.add_argument("--mtp-depth", type=_depth, default=None, help="0 = off, 1-3, or auto; default: all heads")
     p_gen.add_argument("--p-min", type=_ranged_float(0.0, 1.0), default=0.0)
     p_gen.add_argument("--temperature", type=_ranged_float(0.0, 10.0), default=0.0)
     p_gen.add_argument("--top-k", type=_non_negative_int, default=40)

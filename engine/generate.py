@@ -8,10 +8,12 @@ decode step, so a cancel takes effect after at most one more decode call.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from engine.autodepth import DepthTuner
 from engine.chat import ThinkSplitter
 from engine.llama import Context, DecodeAborted, Model, Sampler, SamplerParams
 from engine.mtp import MtpDrafter
@@ -19,6 +21,7 @@ from engine.stats import ReplyStats
 from engine.text import StopMatcher, Utf8Stream
 
 Kind = Literal["reasoning", "answer"]
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class Delta:
 class GenerationParams:
     max_tokens: int = 512
     sampler: SamplerParams = field(default_factory=SamplerParams)
-    mtp_depth: int | None = None  # None: every head the model has
+    mtp_depth: int | str | None = None  # None: every head the model has; AUTO: measured per step
     p_min: float = 0.0
     stop: tuple[str, ...] = ()
 
@@ -68,11 +71,11 @@ DeltaCallback = Callable[[Delta, ReplyStats], None]
 ProgressCallback = Callable[[int, int], None]  # tokens evaluated, tokens to evaluate
 
 
-def resolve_depth(requested: int | None, n_heads: int, weights_absent: bool) -> tuple[int, str | None]:
-    """The depth MTP will run at, and why it differs from the request (stats.MTP_NOTES)."""
+def resolve_depth(requested: int | str | None, n_heads: int, weights_absent: bool) -> tuple[int, str | None]:
+    """The (largest) depth MTP will run at, and why it differs from the request (stats.MTP_NOTES)."""
     if n_heads == 0:
         return 0, "weights_absent" if weights_absent else "no_heads"
-    if requested is None:
+    if requested is None or isinstance(requested, str):  # None or AUTO: all heads available
         return n_heads, None
     if requested <= 0:
         return 0, "depth_zero"
@@ -200,6 +203,7 @@ class Generator:
         depth, note = resolve_depth(params.mtp_depth, self.n_heads, self.weights_absent)
         requested = params.mtp_depth if params.mtp_depth is not None else self.n_heads
         stats = ReplyStats(n_heads=self.n_heads, mtp_depth=depth, mtp_depth_requested=requested, mtp_note=note)
+        tuner = DepthTuner(depth) if params.mtp_depth == AUTO and depth > 0 else None
         use_mtp = depth > 0 and self.drafter is not None
         self.target.keep_hidden_rows(use_mtp)
 
@@ -215,7 +219,7 @@ class Generator:
                 return Reply("", "", [], stats)
             stats.prompt_done(len(prompt), n_evaluated + 1)
             out = _TextOut(starts_in_reasoning, params.stop, on_delta, stats)
-            self._decode_loop(prompt[-1], params, depth if use_mtp else 0, sampler, stats, out, should_stop)
+            self._decode_loop(prompt[-1], params, depth if use_mtp else 0, sampler, stats, out, should_stop, tuner)
             if use_mtp and self.drafter:
                 self.drafter.flush()  # the next turn finds every head caught up
             return out.finish()
@@ -231,6 +235,7 @@ class Generator:
         stats: ReplyStats,
         out: _TextOut,
         should_stop: Callable[[], bool],
+        tuner: DepthTuner | None,
     ) -> None:
         target, drafter, model = self.target, self.drafter, self.model
         n_ctx = target.n_ctx
@@ -243,7 +248,9 @@ class Generator:
                 stats.stop_reason = "context_full"
                 return
             remaining = params.max_tokens - stats.n_predicted
-            n_draft = min(depth, remaining - 1, n_ctx - n_past - 1)
+            step_depth = tuner.choose() if tuner else depth
+            step_start = time.perf_counter()
+            n_draft = min(step_depth, remaining - 1, n_ctx - n_past - 1)
             draft = drafter.draft(last, n_past, n_draft, params.p_min).tokens if drafter and n_draft > 0 else []
             batch = [last, *draft]
             target.decode(batch, n_past, outputs="all" if draft else "last")
@@ -279,6 +286,9 @@ class Generator:
                     stats.stop_reason = "stop_string"
                     break
             stats.step(len(draft), n_accepted, len(emitted))
+            if tuner:
+                tuner.record(step_depth, len(sampled), time.perf_counter() - step_start)
+                stats.depth_now = step_depth
             out.emit(emitted, [i < n_accepted for i in range(len(emitted))])
             if stats.stop_reason:
                 return

@@ -27,6 +27,7 @@ class ReplyStats:
     n_heads: int = 0
     mtp_depth: int = 0
     mtp_depth_requested: int | str = 0
+    depth_now: int | None = None  # with auto depth: the depth the last step ran at
     mtp_note: str | None = None
     n_prompt: int = 0  # prompt tokens in the context for this reply
     n_prompt_evaluated: int = 0  # of which evaluated now (the rest reused from the KV cache)
@@ -145,6 +146,7 @@ class ReplyStats:
             "decode_seconds": self.decode_seconds,
             "mtp_depth": self.mtp_depth,
             "mtp_depth_requested": self.mtp_depth_requested,
+            "mtp_depth_now": self.depth_now,
             "mtp_note": self.mtp_note,
             "stop_reason": self.stop_reason,
         }

@@ -488,15 +488,28 @@ class ChatController(QObject):
         if active is None or not active.dirty:
             return
         active.dirty = False
+        self._save_reply(active, quiet=True)
+
+    def _save_reply(
+        self,
+        active: ActiveReply,
+        *,
+        status: str | None = None,
+        stats: dict[str, Any] | None = None,
+        quiet: bool = False,
+    ) -> None:
+        """Write the reply's text so far (and, when it ends, its status and figures) to the database."""
         self._guard(
             lambda: self.store.update_message(
                 active.message_id,
                 content=active.content,
                 reasoning=active.reasoning,
+                status=status,
+                stats=stats,
                 draft_spans=active.spans,
                 thought_seconds=active.thought_seconds,
             ),
-            quiet=True,
+            quiet=quiet,
         )
 
     def _on_finished(self, request_id: int, result: ReplyResult) -> None:
@@ -525,17 +538,7 @@ class ChatController(QObject):
     def _finish(self, active: ActiveReply, status: str, stats: dict[str, Any] | None) -> None:
         self.active = None
         self._flush_timer.stop()
-        self._guard(
-            lambda: self.store.update_message(
-                active.message_id,
-                content=active.content,
-                reasoning=active.reasoning,
-                status=status,
-                stats=stats,
-                draft_spans=active.spans,
-                thought_seconds=active.thought_seconds,
-            )
-        )
+        self._save_reply(active, status=status, stats=stats)
         w = self.window
         w.composer.set_busy(False)
         w.regenerate_button.setEnabled(True)
@@ -642,17 +645,7 @@ class ChatController(QObject):
         self._flush_timer.stop()
         if active is not None:
             self.engine.stop()
-            self._guard(
-                lambda: self.store.update_message(
-                    active.message_id,
-                    content=active.content,
-                    reasoning=active.reasoning,
-                    status="stopped",
-                    draft_spans=active.spans,
-                    thought_seconds=active.thought_seconds,
-                ),
-                quiet=True,
-            )
+            self._save_reply(active, status="stopped", quiet=True)
         self.engine.shutdown()
         self.store.close()
         self.window.allow_close()

@@ -71,15 +71,7 @@ def _ranged_float(low: float, high: float) -> Callable[[str], float]:
 
 def _depth(text: str) -> int | str:
     """A depth: a whole number 0 or more, or "auto"."""
-    if text.strip().lower() == AUTO:
-        return AUTO
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a depth (0, 1, 2, 3 or auto)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value}: a depth is 0 or more")
-    return value
+    return AUTO if text.strip().lower() == AUTO else _non_negative_int(text)
 
 
 def _depths(text: str) -> list[int | str]:

@@ -1,48 +1,138 @@
 """Auto depth: pick the MTP depth that gives the most tokens per second here, on this text.
 
 The best depth depends on the machine, the quantization and the text (PR 20981 saw depth 3 lose
-to plain decoding on one quant). The tuner measures it: every decode step reports how many
-tokens it produced and how long it took (drafting and verification together); each depth keeps
-a decaying sum of both, so the estimate follows the text as it changes; the best estimate wins,
-and every `explore_every` steps the least recently tried depth gets a turn. Off (depth 0) is one
-of the candidates. Output is lossless whatever it picks: verification is exact.
+to plain decoding on one quant). Raw tokens-per-step at one depth is a noisy count, so the tuner
+splits the rate into two things it can estimate well:
+
+- how many tokens a step yields at depth d: 1 + a1 + a1*a2 + ..., where a_j is head j's
+  acceptance given that the heads before it were accepted. Every step at depth >= j observes
+  head j, so a step at the deepest depth measures every head at once;
+- how long a step takes at depth d (drafting plus verification): a property of the machine
+  and model, nearly constant, measured per depth.
+
+Both are exponentially decaying estimates, so they follow the text as it changes; when a head's
+last few outcomes contradict its long-run estimate, the history is dropped. Exploration backs off:
+a depth other than the current best gets a turn after `explore_min` steps, then after
+twice as many each time exploring changed nothing, up to `explore_max`; a change of best, or an
+outcome the estimates made unlikely (the text has changed under a depth not being run), resets
+it. Off (depth 0) is a candidate like any other; while Off is best, exploring is a *probe*: the
+first head drafts one token that is not verified but compared with the token the trunk then
+produces, which costs one draft call instead of a verification batch. Output is lossless
+whatever it picks: verification is exact.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+CHANGE = 0.4  # when the recent and the long-run acceptance of a head differ this much, the text changed
+FAST_MEMORY = 0.7  # the recent estimate: about the last three observations
+PRIOR_TRIALS = 2.0  # a head starts at 50 % acceptance worth two observations
+TIME_SMOOTHING = 0.25  # weight of a new step time in its depth's moving average
+OUTLIER_FACTOR = 2.0  # one step slowed by something else on the machine counts as at most 2x
+SURPRISE = 0.05  # an explored step whose outcome was this unlikely means the estimates are stale
+PROBE_SURPRISE = 0.3  # a probe's single outcome: a match the estimates gave less than this odds
+
 
 @dataclass
 class DepthTuner:
     max_depth: int
-    decay: float = 0.9  # per step at that depth: about the last ten steps count
-    explore_every: int = 12
-    _tokens: list[float] = field(init=False)
-    _seconds: list[float] = field(init=False)
+    memory: float = 0.93  # per observation of a head: about the last 15 count
+    explore_min: int = 8
+    explore_max: int = 16
+    _trials: list[float] = field(init=False)  # per head j = index: decayed observations
+    _accepted: list[float] = field(init=False)
+    _recent: list[float] = field(init=False)  # per head: acceptance over the last few observations
+    _step_seconds: list[float | None] = field(init=False)  # per depth
     _last_tried: list[int] = field(init=False)
     _step: int = 0
+    _interval: int = 0
+    _next_explore: int = 0
+    _exploring: bool = False
+    probing: bool = False  # this step runs at Off but the first head drafts one token to compare
 
     def __post_init__(self) -> None:
-        n = self.max_depth + 1
-        self._tokens = [0.0] * n
-        self._seconds = [0.0] * n
-        self._last_tried = [-1] * n
+        self._trials = [PRIOR_TRIALS] * self.max_depth
+        self._accepted = [PRIOR_TRIALS / 2] * self.max_depth
+        self._recent = [0.5] * self.max_depth
+        self._step_seconds = [None] * (self.max_depth + 1)
+        self._last_tried = [-1] * (self.max_depth + 1)
+        self._interval = self.explore_min
+        self._next_explore = self.explore_min
+
+    def head_acceptance(self, head: int) -> float:
+        """Head `head` (0-based)'s acceptance given that every head before it was accepted."""
+        return self._accepted[head] / self._trials[head]
+
+    def expected_tokens(self, depth: int) -> float:
+        """Tokens one step at this depth yields on average: the sampled one plus accepted drafts."""
+        total, chain = 1.0, 1.0
+        for head in range(depth):
+            chain *= self.head_acceptance(head)
+            total += chain
+        return total
+
+    def outcome_probability(self, n_drafted: int, n_accepted: int) -> float:
+        """How likely the estimates made it that exactly n_accepted of n_drafted drafts pass."""
+        p = 1.0
+        for head in range(n_accepted):
+            p *= self.head_acceptance(head)
+        if n_accepted < n_drafted:
+            p *= 1.0 - self.head_acceptance(n_accepted)
+        return p
 
     def rate(self, depth: int) -> float | None:
-        """Estimated tokens per second at this depth (None until tried)."""
-        return self._tokens[depth] / self._seconds[depth] if self._seconds[depth] > 0 else None
+        """Estimated tokens per second at this depth (None until a step there was timed)."""
+        seconds = self._step_seconds[depth]
+        return self.expected_tokens(depth) / seconds if seconds else None
+
+    def best(self) -> int:
+        return max(range(self.max_depth + 1), key=lambda d: self.rate(d) or 0.0)
 
     def choose(self) -> int:
         self._step += 1
-        untried = [d for d in range(self.max_depth, -1, -1) if self._seconds[d] == 0]
+        # Deepest first: one step there measures every head's acceptance.
+        untried = [d for d in range(self.max_depth, -1, -1) if self._step_seconds[d] is None]
         if untried:
             return untried[0]
-        if self._step % self.explore_every == 0:
-            return min(range(self.max_depth + 1), key=lambda d: self._last_tried[d])
-        return max(range(self.max_depth + 1), key=lambda d: self.rate(d) or 0.0)
+        best = self.best()
+        self._exploring = self._step >= self._next_explore
+        self.probing = self._exploring and best == 0
+        if not self._exploring or self.probing:
+            return best
+        if best < self.max_depth and self._last_tried[self.max_depth] < self._last_tried[best] - self._interval:
+            return self.max_depth  # one step at the deepest depth refreshes every head's acceptance
+        others = [d for d in range(self.max_depth + 1) if d != best]
+        return min(others, key=lambda d: self._last_tried[d]) if others else best
 
-    def record(self, depth: int, n_tokens: int, seconds: float) -> None:
-        self._tokens[depth] = self.decay * self._tokens[depth] + n_tokens
-        self._seconds[depth] = self.decay * self._seconds[depth] + seconds
+    def record(self, depth: int, n_drafted: int, n_accepted: int, seconds: float) -> None:
+        """One step ran at `depth`: drafted n_drafted tokens, the target accepted n_accepted of them.
+
+        On a probe step (depth 0), n_accepted says whether the probe's draft matched the token produced.
+        """
+        best_before = self.best()
+        surprise = self.outcome_probability(n_drafted, n_accepted) < (PROBE_SURPRISE if self.probing else SURPRISE)
+        # Head j was put to the test when every head before it was accepted.
+        for head in range(min(n_drafted, n_accepted + 1)):
+            passed = 1.0 if head < n_accepted else 0.0
+            self._recent[head] = FAST_MEMORY * self._recent[head] + (1.0 - FAST_MEMORY) * passed
+            if abs(self._recent[head] - self.head_acceptance(head)) > CHANGE:
+                # The text changed: the long-run history describes other text, start again from the recent one.
+                self._trials[head] = PRIOR_TRIALS
+                self._accepted[head] = PRIOR_TRIALS * self._recent[head]
+            self._trials[head] = self.memory * self._trials[head] + 1.0
+            self._accepted[head] = self.memory * self._accepted[head] + passed
+        previous = self._step_seconds[depth]
+        if self.probing:
+            pass  # the probe's draft call is not part of what Off costs
+        elif previous is None:
+            self._step_seconds[depth] = seconds
+        else:
+            sample = min(seconds, OUTLIER_FACTOR * previous)
+            self._step_seconds[depth] = previous + TIME_SMOOTHING * (sample - previous)
         self._last_tried[depth] = self._step
+        if self._exploring:
+            stale = surprise or self.best() != best_before
+            self._interval = self.explore_min if stale else min(2 * self._interval, self.explore_max)
+            self._next_explore = self._step + self._interval
+            self._exploring = self.probing = False

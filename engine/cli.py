@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from engine import stats as stats_mod
 from engine.demo import DEMO_NAME, ensure_demo_model
-from engine.generate import AUTO, Delta, GenerationParams, PromptTooLong, Reply
+from engine.generate import AUTO, DRAFT_SAMPLING, Delta, GenerationParams, PromptTooLong, Reply
 from engine.gguf_info import ModelFileError, ModelInfo, estimate_memory, free_memory_bytes, inspect_model
 from engine.llama import LoadCancelled, SamplerParams
 from engine.logs import configure_logging
@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_gen.add_argument("--max-tokens", type=_positive_int, default=256)
     p_gen.add_argument("--mtp-depth", type=_depth, default=None, help="0 = off, 1-3, or auto; default: all heads")
     p_gen.add_argument("--p-min", type=_ranged_float(0.0, 1.0), default=0.0)
+    p_gen.add_argument("--draft-sampling", choices=DRAFT_SAMPLING, default="greedy", help=DRAFT_SAMPLING_HELP)
     p_gen.add_argument("--temperature", type=_ranged_float(0.0, 10.0), default=0.0)
     p_gen.add_argument("--top-k", type=_non_negative_int, default=40)
     p_gen.add_argument("--top-p", type=_ranged_float(0.0, 1.0), default=0.95)
@@ -132,8 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--prompt", default="Once upon a time")
     p_bench.add_argument("--repeat", type=_positive_int, default=1)
     p_bench.add_argument("--p-min", type=_ranged_float(0.0, 1.0), default=0.0)
+    p_bench.add_argument("--temperature", type=_ranged_float(0.0, 10.0), default=0.0)
+    p_bench.add_argument("--seed", type=_non_negative_int, default=0)
+    p_bench.add_argument("--draft-sampling", choices=DRAFT_SAMPLING, default="greedy", help=DRAFT_SAMPLING_HELP)
     run_args(p_bench)
     return parser
+
+
+DRAFT_SAMPLING_HELP = (
+    "greedy (default): heads propose their top token, seeded output is identical at every depth; "
+    "probabilistic: drafts are sampled and verified by rejection sampling, so acceptance holds up at "
+    "temperature > 0 while the output still follows the model's distribution"
+)
 
 
 # Commands -------------------------------------------------------------------------
@@ -264,6 +275,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             mtp_depth=args.mtp_depth,
             p_min=args.p_min,
             stop=tuple(args.stop),
+            draft_sampling=args.draft_sampling,
         )
         on_delta = None if args.json else _stream_to_terminal()
         try:
@@ -315,7 +327,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for _ in range(args.repeat):
             for depth in args.depths:
                 runtime.generator.reset()  # each run evaluates the same prompt from scratch
-                params = GenerationParams(max_tokens=args.max_tokens, mtp_depth=depth, p_min=args.p_min)
+                params = GenerationParams(
+                    max_tokens=args.max_tokens,
+                    sampler=SamplerParams(temperature=args.temperature, seed=args.seed),
+                    mtp_depth=depth,
+                    p_min=args.p_min,
+                    draft_sampling=args.draft_sampling,
+                )
                 reply = runtime.generate(tokens, params)
                 results.append(reply_json(reply, chat=False))
                 if not args.json:

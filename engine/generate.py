@@ -13,15 +13,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from engine.autodepth import DepthTuner
 from engine.chat import ThinkSplitter
 from engine.llama import Context, DecodeAborted, Model, Sampler, SamplerParams
-from engine.mtp import MtpDrafter
+from engine.mtp import F64, MtpDrafter
 from engine.stats import ReplyStats
 from engine.text import StopMatcher, Utf8Stream
 
 Kind = Literal["reasoning", "answer"]
+DraftSampling = Literal["greedy", "probabilistic"]
 AUTO = "auto"
+DRAFT_SAMPLING: tuple[DraftSampling, ...] = ("greedy", "probabilistic")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,10 @@ class GenerationParams:
     mtp_depth: int | str | None = None  # None: every head the model has; AUTO: measured per step
     p_min: float = 0.0
     stop: tuple[str, ...] = ()
+    # greedy: each head's top token, kept while the target's sampler agrees (seeded output is the
+    # same at every depth). probabilistic (temperature > 0): drafts drawn from the heads and
+    # verified by rejection sampling, so acceptance holds up as temperature rises.
+    draft_sampling: DraftSampling = "greedy"
 
 
 @dataclass
@@ -98,6 +106,9 @@ class Generator:
     # Test hook: with rollback off, rejected drafts stay in the KV caches (the bug the
     # lossless tests exist to catch).
     rollback_enabled = True
+    # Test hook: with the residual off, a rejected draft is replaced by a fresh draw from the
+    # target instead of from max(0, p - q), which biases the output (the statistical test's foil).
+    exact_residual = True
 
     def __init__(self, model: Model, target: Context, drafter: MtpDrafter | None, weights_absent: bool) -> None:
         self.model = model
@@ -106,6 +117,13 @@ class Generator:
         self.weights_absent = weights_absent
         self.n_heads = drafter.n_heads if drafter else 0
         self.cached: list[int] = []  # tokens at target KV positions 0..len-1
+        # Auto depth's measurements outlive a reply: step costs belong to this machine and model.
+        self._tuner: DepthTuner | None = None
+
+    def depth_tuner(self, max_depth: int) -> DepthTuner:
+        if self._tuner is None or self._tuner.max_depth != max_depth:
+            self._tuner = DepthTuner(max_depth)
+        return self._tuner
 
     def reset(self) -> None:
         """Forget the KV caches: the next prompt is evaluated from scratch."""
@@ -203,11 +221,11 @@ class Generator:
         depth, note = resolve_depth(params.mtp_depth, self.n_heads, self.weights_absent)
         requested = params.mtp_depth if params.mtp_depth is not None else self.n_heads
         stats = ReplyStats(n_heads=self.n_heads, mtp_depth=depth, mtp_depth_requested=requested, mtp_note=note)
-        tuner = DepthTuner(depth) if params.mtp_depth == AUTO and depth > 0 else None
+        tuner = self.depth_tuner(depth) if params.mtp_depth == AUTO and depth > 0 else None
         use_mtp = depth > 0 and self.drafter is not None
         self.target.keep_hidden_rows(use_mtp)
 
-        sampler = Sampler(params.sampler)
+        sampler = Sampler(params.sampler, explicit=params.draft_sampling == "probabilistic")
         try:
             for token in prompt[-params.sampler.repeat_last_n :]:
                 sampler.accept(token)
@@ -249,19 +267,22 @@ class Generator:
                 return
             remaining = params.max_tokens - stats.n_predicted
             step_depth = tuner.choose() if tuner else depth
+            probe = tuner is not None and tuner.probing  # draft one token at Off, compare, don't verify
             step_start = time.perf_counter()
-            n_draft = min(step_depth, remaining - 1, n_ctx - n_past - 1)
-            draft = drafter.draft(last, n_past, n_draft, params.p_min).tokens if drafter and n_draft > 0 else []
+            n_draft = min(1 if probe else step_depth, remaining - 1, n_ctx - n_past - 1)
+            proposal = (
+                drafter.draft(last, n_past, n_draft, params.p_min, sampler if sampler.explicit else None)
+                if drafter and n_draft > 0
+                else None
+            )
+            drafted = proposal.tokens if proposal else []
+            draft = [] if probe else drafted
             batch = [last, *draft]
             target.decode(batch, n_past, outputs="all" if draft else "last")
-
-            # The target's own sampler verifies: keep drafts while it samples the same token.
-            sampled: list[int] = []
-            for i in range(len(batch)):
-                token = sampler.sample(target, i)
-                sampled.append(token)
-                if i >= len(draft) or token != draft[i]:
-                    break
+            if proposal and proposal.dists is not None and not probe:
+                sampled = self._verify_by_rejection(sampler, proposal.tokens, proposal.dists)
+            else:
+                sampled = self._verify_greedy_drafts(sampler, draft)
             n_accepted = len(sampled) - 1
             if drafter and depth:
                 # Only the accepted positions reach the heads, with the next draft call.
@@ -287,12 +308,46 @@ class Generator:
                     break
             stats.step(len(draft), n_accepted, len(emitted))
             if tuner:
-                tuner.record(step_depth, len(sampled), time.perf_counter() - step_start)
+                n_passed = int(sampled[0] == drafted[0]) if probe and drafted else n_accepted
+                tuner.record(step_depth, len(drafted), n_passed, time.perf_counter() - step_start)
                 stats.depth_now = step_depth
             out.emit(emitted, [i < n_accepted for i in range(len(emitted))])
             if stats.stop_reason:
                 return
             last = sampled[-1]
+
+    def _verify_greedy_drafts(self, sampler: Sampler, draft: list[int]) -> list[int]:
+        """The target's own sampler verifies: keep drafts while it samples the same token."""
+        sampled: list[int] = []
+        for i in range(len(draft) + 1):
+            token = sampler.sample(self.target, i)
+            sampled.append(token)
+            if i >= len(draft) or token != draft[i]:
+                break
+        return sampled
+
+    def _verify_by_rejection(self, sampler: Sampler, draft: list[int], dists: list[F64]) -> list[int]:
+        """Speculative sampling (Leviathan et al. 2023; Chen et al. 2023): the output follows p exactly.
+
+        Draft x drawn from q is kept with probability min(1, p(x)/q(x)); the first rejected one is
+        replaced by a draw from max(0, p - q) normalised; when every draft is kept, one more token
+        is drawn from the target at the next row.
+        """
+        sampled: list[int] = []
+        for i, (token, q) in enumerate(zip(draft, dists)):
+            p = sampler.distribution(self.target.logits(i))
+            if sampler.rng.random() * q[token] < p[token]:
+                sampler.accept(token)
+                sampled.append(token)
+                continue
+            residual = np.maximum(p - q, 0.0) if self.exact_residual else p
+            total = residual.sum()
+            token = sampler.draw(residual / total if total > 0 else p)
+            sampler.accept(token)
+            sampled.append(token)
+            return sampled
+        sampled.append(sampler.sample(self.target, len(draft)))
+        return sampled
 
 
 class _TextOut:

@@ -309,13 +309,26 @@ class SamplerParams:
         return self.temperature <= 0.0
 
 
-class Sampler:
-    """The target's own llama.cpp sampler chain; it both samples and verifies drafts."""
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
+assert _TOKEN_DATA.itemsize == ctypes.sizeof(llama_cpp.llama_token_data)
 
-    def __init__(self, params: SamplerParams) -> None:
+
+class Sampler:
+    """The target's own llama.cpp sampler chain; it both samples and verifies drafts.
+
+    With `explicit=True` the chain stops before the final random draw: `distribution` returns
+    the probabilities llama.cpp would draw from (after penalties, top-k/p, min-p, temperature),
+    and the draw is made here with a seeded generator. Probabilistic drafting needs those
+    probabilities to verify drafts by rejection sampling.
+    """
+
+    def __init__(self, params: SamplerParams, *, explicit: bool = False) -> None:
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self.ptr = llama_cpp.llama_sampler_chain_init(chain_params)
+        self.explicit = explicit and not params.greedy
+        # llama.cpp's default seed means "pick one at random"; so does numpy's None.
+        self.rng = np.random.default_rng(None if params.seed == llama_cpp.LLAMA_DEFAULT_SEED else params.seed)
         add = llama_cpp.llama_sampler_chain_add
         if params.repeat_penalty != 1.0:
             add(self.ptr, llama_cpp.llama_sampler_init_penalties(params.repeat_last_n, params.repeat_penalty, 0.0, 0.0))
@@ -329,14 +342,42 @@ class Sampler:
             if params.min_p > 0.0:
                 add(self.ptr, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
             add(self.ptr, llama_cpp.llama_sampler_init_temp(params.temperature))
-            add(self.ptr, llama_cpp.llama_sampler_init_dist(params.seed))
+            if not self.explicit:
+                add(self.ptr, llama_cpp.llama_sampler_init_dist(params.seed))
 
     def sample(self, ctx: Context, row: int) -> int:
         """Sample from output row `row` and record the token in the chain's history."""
+        if self.explicit:
+            token = self.draw(self.distribution(ctx.logits(row)))
+            self.accept(token)
+            return token
         return int(llama_cpp.llama_sampler_sample(self.ptr, ctx.ptr, row))
 
+    def distribution(self, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """The probability of every token after the chain's shaping (explicit chains only)."""
+        assert self.explicit, "only an explicit chain stops before the draw"
+        data = np.empty(logits.shape[0], dtype=_TOKEN_DATA)
+        data["id"] = np.arange(logits.shape[0], dtype=np.int32)
+        data["logit"] = logits
+        data["p"] = 0.0
+        array = llama_cpp.llama_token_data_array(
+            data=data.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)),
+            size=logits.shape[0],
+            selected=-1,
+            sorted=False,
+        )
+        llama_cpp.llama_sampler_apply(self.ptr, ctypes.byref(array))
+        kept = data[: array.size]  # the samplers filter and reorder in place
+        weights = np.exp(kept["logit"].astype(np.float64) - kept["logit"].max())
+        probs = np.zeros(logits.shape[0], dtype=np.float64)
+        probs[kept["id"]] = weights / weights.sum()
+        return probs
+
+    def draw(self, probs: npt.NDArray[np.float64]) -> int:
+        return int(self.rng.choice(probs.shape[0], p=probs))
+
     def accept(self, token: int) -> None:
-        """Record a token the chain did not sample (prompt history for the repeat penalty)."""
+        """Record a token in the chain's history (the prompt, or a token verified outside the chain)."""
         llama_cpp.llama_sampler_accept(self.ptr, token)
 
     def close(self) -> None:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from engine.llama import Context
+from engine.llama import Context, Sampler
 
 F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
 DRAFT_TOP_K = 10  # p_min is measured over the top 10 candidates, as llama.cpp does
 
 
@@ -26,6 +27,8 @@ DRAFT_TOP_K = 10  # p_min is measured over the top 10 candidates, as llama.cpp d
 class Draft:
     tokens: list[int]
     probs: list[float]
+    # With probabilistic drafting: the distribution each token was drawn from, for the verifier.
+    dists: list[F64] | None = None
 
 
 class MtpDrafter:
@@ -81,13 +84,17 @@ class MtpDrafter:
         self._hidden.append(self.pending_h)
         self._hidden.extend(hidden[: n - 1])
         self.pending_h = hidden[n - 1].copy()
+        if len(self._tokens) + self.n_heads + 1 > self.ctx.n_batch:
+            # A long run without drafting (auto depth at Off): the next draft call must fit a batch.
+            self.flush()
 
     def flush(self) -> None:
         """Catch every head up on the confirmed positions it has not seen yet."""
-        if not self._tokens:
-            return
-        self._run_heads(range(self.n_heads), self._tokens, np.asarray(self._hidden, dtype=np.float32))
-        self._done()
+        while self._tokens:
+            n = min(len(self._tokens), self.ctx.n_batch)
+            self._run_heads(range(self.n_heads), self._tokens[:n], np.asarray(self._hidden[:n], dtype=np.float32))
+            self.valid_upto += n
+            del self._tokens[:n], self._hidden[:n]
 
     def _run_heads(self, heads: range, tokens: list[int], hidden: F32) -> None:
         try:
@@ -104,9 +111,11 @@ class MtpDrafter:
         self.valid_upto += len(self._tokens)
         self._tokens, self._hidden = [], []
 
-    def draft(self, last: int, pos0: int, depth: int, p_min: float) -> Draft:
+    def draft(self, last: int, pos0: int, depth: int, p_min: float, sampler: Sampler | None = None) -> Draft:
         """Draft up to `depth` tokens after `last` (at pos0), one head per token.
 
+        Greedy by default (each head's top token); with an explicit `sampler`, each token is
+        drawn from the head's distribution shaped like the target's (probabilistic drafting).
         Each head's call also covers the confirmed positions it has not seen yet.
         """
         n_old = len(self._tokens)
@@ -117,6 +126,7 @@ class MtpDrafter:
         rows[n_old] = self.pending_h
         tokens: list[int] = []
         probs: list[float] = []
+        dists: list[F64] = []
         heads_run = 0
         try:
             for head in range(depth):
@@ -128,7 +138,13 @@ class MtpDrafter:
                     [*self._tokens, last, *tokens], self.valid_upto, outputs="last", hidden=rows[: last_row + 1]
                 )
                 heads_run += 1
-                token, prob = top_candidate(self.ctx.logits(last_row))
+                if sampler is None:
+                    token, prob = top_candidate(self.ctx.logits(last_row))
+                else:
+                    dist = sampler.distribution(self.ctx.logits(last_row))
+                    token = sampler.draw(dist)
+                    prob = float(dist[token])
+                    dists.append(dist)
                 if prob < p_min:
                     break
                 tokens.append(token)
@@ -140,7 +156,7 @@ class MtpDrafter:
             # Heads that drafted nothing this step still need the confirmed positions.
             self._run_heads(range(heads_run, self.n_heads), self._tokens, rows[:n_old])
         self._done()
-        return Draft(tokens, probs)
+        return Draft(tokens, probs, dists[: len(tokens)] if sampler is not None else None)
 
 
 def top_candidate(logits: F32) -> tuple[int, float]:

@@ -2,56 +2,116 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 from engine.autodepth import DepthTuner
 from engine.generate import AUTO, GenerationParams
 from engine.runtime import Runtime
 from tests.engine.test_lossless import PROMPT
 
-
-def simulate(tuner: DepthTuner, rate_of: Callable[[int, int], float], steps: int) -> Counter[int]:
-    """Drive the tuner with a known tokens/s per depth (which may change with the step)."""
-    picked: Counter[int] = Counter()
-    for step in range(steps):
-        depth = tuner.choose()
-        picked[depth] += 1
-        tokens = depth + 1
-        tuner.record(depth, tokens, tokens / rate_of(step, depth))
-    return picked
+# Step costs shaped like the benchmark fixture on 2 cores: verifying 2-4 tokens costs about as
+# much as 1.75 single-token steps; each drafting head adds a small call.
+VERIFY_SECONDS = {1: 0.025, 2: 0.044, 3: 0.044, 4: 0.044}
+DRAFT_SECONDS = 0.004
+Acceptance = Callable[[int], list[float]]  # step -> each head's acceptance given the ones before
 
 
-def test_tuner_settles_on_the_fastest_depth_and_keeps_exploring() -> None:
-    rates = {0: 30.0, 1: 36.0, 2: 48.0, 3: 46.0}
-    picked = simulate(DepthTuner(3), lambda _step, d: rates[d], 600)
-    assert picked.most_common(1)[0][0] == 2
-    assert picked[2] > 0.8 * 600
-    assert all(picked[d] > 0 for d in rates)  # every depth, Off included, is still tried now and then
+def step_seconds(depth: int) -> float:
+    return VERIFY_SECONDS[depth + 1] + DRAFT_SECONDS * depth
 
 
-def test_tuner_picks_off_when_drafting_does_not_pay() -> None:
-    rates = {0: 30.0, 1: 24.0, 2: 20.0, 3: 18.0}
-    picked = simulate(DepthTuner(3), lambda _step, d: rates[d], 300)
-    assert picked.most_common(1)[0][0] == 0
+def simulate(acceptance: Acceptance, steps: int, seed: int, fixed: int | None = None) -> list[float]:
+    """Tokens per second over each half of the run, auto depth (fixed=None) or a fixed depth.
 
-
-def test_tuner_follows_the_text_when_head_agreement_changes() -> None:
-    def rate(step: int, depth: int) -> float:
-        easy = {0: 30.0, 1: 40.0, 2: 48.0, 3: 55.0}  # heads agree: deep drafts pay
-        hard = {0: 30.0, 1: 28.0, 2: 24.0, 3: 20.0}  # heads disagree: drafting costs
-        return (easy if step < 300 else hard)[depth]
-
+    Runs with the same seed see the same text: the same draws decide acceptance and noise.
+    """
+    rng = np.random.default_rng(seed)
+    draws = rng.random((steps, 4))
+    noise = rng.uniform(0.9, 1.15, steps)  # a noisy machine
     tuner = DepthTuner(3)
-    first = simulate(tuner, rate, 300)
-    assert first.most_common(1)[0][0] == 3
-    second: Counter[int] = Counter()
-    for step in range(300, 600):
+    tokens, seconds = [0, 0], [0.0, 0.0]
+    for step in range(steps):
+        depth = tuner.choose() if fixed is None else fixed
+        probing = fixed is None and tuner.probing
+        heads = acceptance(step)
+        n_accepted = 0
+        while n_accepted < depth and draws[step, n_accepted] < heads[n_accepted]:
+            n_accepted += 1
+        took = step_seconds(depth) * noise[step]
+        if probing:
+            took += DRAFT_SECONDS
+            tuner.record(0, 1, int(draws[step, 0] < heads[0]), took)
+        elif fixed is None:
+            tuner.record(depth, depth, n_accepted, took)
+        half = 2 * step // steps
+        tokens[half] += n_accepted + 1
+        seconds[half] += took
+    return [t / s for t, s in zip(tokens, seconds)]
+
+
+def auto_vs_best(acceptance: Acceptance, steps: int = 400, seeds: int = 6) -> list[float]:
+    """Auto's tokens/s over the best fixed depth's, per half, averaged over seeds."""
+    ratios = []
+    for seed in range(seeds):
+        auto = simulate(acceptance, steps, seed)
+        fixed = [simulate(acceptance, steps, seed, fixed=d) for d in range(4)]
+        ratios.append([auto[h] / max(f[h] for f in fixed) for h in range(2)])
+    return [float(np.mean([r[h] for r in ratios])) for h in range(2)]
+
+
+def test_expected_tokens_follow_the_chain_of_head_acceptances() -> None:
+    tuner = DepthTuner(3)
+    for _ in range(200):
+        tuner.record(3, 3, 1, 0.05)  # head 1 always accepted, head 2 always rejected
+    assert tuner.head_acceptance(0) > 0.99 and tuner.head_acceptance(1) < 0.01
+    assert tuner.expected_tokens(0) == 1.0
+    assert 1.99 < tuner.expected_tokens(1) < 2.0
+    assert abs(tuner.expected_tokens(3) - tuner.expected_tokens(1)) < 0.02
+    assert tuner.head_acceptance(2) == 0.5  # never put to the test: still the prior
+
+
+@pytest.mark.parametrize(
+    ("name", "heads"),
+    [
+        ("deep drafts pay", [0.985, 0.99, 0.97]),
+        ("benchmark main", [0.925, 0.87, 0.95]),
+        ("middling", [0.55, 0.75, 0.75]),
+        ("best is Off", [0.2, 0.3, 0.3]),
+    ],
+)
+def test_auto_is_within_5_percent_of_the_best_fixed_depth(name: str, heads: list[float]) -> None:
+    ratios = auto_vs_best(lambda _step: heads)
+    assert min(ratios) >= 0.95, (name, ratios)
+
+
+def test_auto_follows_the_text_when_head_agreement_drops_mid_reply() -> None:
+    assert min(auto_vs_best(lambda step: [0.98] * 3 if step < 200 else [0.2] * 3)) >= 0.95
+
+
+def test_auto_recovers_when_head_agreement_rises_mid_reply() -> None:
+    # From Off only cheap probes watch the heads, so recovery is slower than the drop above
+    # (about 0.82 here: a known limitation, see benchmarks/RESULTS.md).
+    first, second = auto_vs_best(lambda step: [0.2] * 3 if step < 200 else [0.98] * 3)
+    assert first >= 0.95
+    assert second >= 0.80
+
+
+def test_probes_watch_the_heads_while_off_is_best() -> None:
+    tuner = DepthTuner(3)
+    probes = 0
+    for _ in range(300):
         depth = tuner.choose()
-        second[depth] += 1
-        tuner.record(depth, depth + 1, (depth + 1) / rate(step, depth))
-    assert second.most_common(1)[0][0] == 0
+        if tuner.probing:
+            probes += 1
+            tuner.record(0, 1, 0, 0.03)
+        else:
+            tuner.record(depth, depth, 0, step_seconds(depth))
+    assert tuner.best() == 0
+    assert 300 / 17 < probes < 300 / 7  # every 8-16 steps: cheap enough, often enough
 
 
 def test_auto_depth_is_lossless(load: Callable[..., Runtime], live_gguf: Path) -> None:
@@ -64,3 +124,27 @@ def test_auto_depth_is_lossless(load: Callable[..., Runtime], live_gguf: Path) -
     snap = auto.stats.snapshot()
     assert snap["mtp_depth_requested"] == AUTO and snap["mtp_depth"] == 3
     assert snap["mtp_depth_now"] in (0, 1, 2, 3)
+
+
+class ScriptedTuner(DepthTuner):
+    """Cycles through probe, Off and every depth, whatever the measurements say."""
+
+    SCRIPT = ((0, True), (3, False), (0, False), (1, False), (0, True), (2, False))
+
+    def choose(self) -> int:
+        self._step += 1
+        depth, self.probing = self.SCRIPT[self._step % len(self.SCRIPT)]
+        return depth
+
+
+def test_probes_and_depth_changes_are_lossless(load: Callable[..., Runtime], live_gguf: Path) -> None:
+    runtime = load(live_gguf)
+    prompt = runtime.tokenize(PROMPT)
+    plain = runtime.generate(prompt, GenerationParams(max_tokens=200, mtp_depth=0))
+    runtime.generator.reset()
+    runtime.generator._tuner = ScriptedTuner(3)
+    auto = runtime.generate(prompt, GenerationParams(max_tokens=200, mtp_depth=AUTO))
+    assert auto.token_ids == plain.token_ids
+    # Probes draft but never verify: only the verified depths count as drafted.
+    steps = auto.stats.n_steps
+    assert auto.stats.n_drafted <= 6 * steps // len(ScriptedTuner.SCRIPT) + 6

@@ -34,6 +34,7 @@ from app.store import ConversationStore, StoreError, default_db_path  # noqa: E4
 from app.theme import apply_theme  # noqa: E402
 from app.views.error_dialog import show_error  # noqa: E402
 from app.views.main_window import MainWindow  # noqa: E402
+from engine.cli import parse_depth  # noqa: E402
 from engine.demo import DEMO_NAME  # noqa: E402
 from engine.logs import configure_logging  # noqa: E402
 from engine.qt_worker import LoadedModel, ReplyResult  # noqa: E402
@@ -49,7 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--self-test", action="store_true", help="run the GUI end to end once and print JSON")
     parser.add_argument("--model", default=None, help=f"GGUF file to open ('{DEMO_NAME}': the built-in demo model)")
     parser.add_argument("--mtp-model", default="", help="separate MTP-only GGUF for --self-test")
-    parser.add_argument("--mtp-depth", type=int, default=None, help="MTP depth for --self-test (0-3)")
+    parser.add_argument("--mtp-depth", type=parse_depth, default=None, help="MTP depth for --self-test (0-3 or auto)")
     parser.add_argument("--prompt", default=SELF_TEST_PROMPT, help="prompt for --self-test")
     parser.add_argument("--max-tokens", type=int, default=512, help="reply length for --self-test")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for --self-test (0: all cores)")

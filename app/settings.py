@@ -16,12 +16,12 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import platformdirs
 import tomli_w
 
-from engine.generate import GenerationParams
+from engine.generate import AUTO, DRAFT_SAMPLING, DraftSampling, GenerationParams
 from engine.llama import KV_TYPES, SamplerParams
 from engine.runtime import LoadOptions
 
@@ -34,8 +34,9 @@ RECENT_MODELS_MAX = 10
 class Settings:
     version: int = SETTINGS_VERSION
     # Generation: applies to the next reply, no reload.
-    mtp_depth: int = 3  # 0 = off
+    mtp_depth: int | str = 3  # 0 = off, 1-3, or "auto" (measured per step)
     p_min: float = 0.0
+    draft_sampling: str = "greedy"  # or "probabilistic" (rejection sampling, temperature > 0)
     temperature: float = 0.7  # 0 = greedy
     top_k: int = 40  # 0 = off
     top_p: float = 0.95
@@ -69,7 +70,13 @@ class Settings:
             repeat_penalty=self.repeat_penalty,
             seed=seed,
         )
-        return GenerationParams(max_tokens=self.max_tokens, sampler=sampler, mtp_depth=self.mtp_depth, p_min=self.p_min)
+        return GenerationParams(
+            max_tokens=self.max_tokens,
+            sampler=sampler,
+            mtp_depth=self.mtp_depth,
+            p_min=self.p_min,
+            draft_sampling=cast(DraftSampling, self.draft_sampling),  # validated against DRAFT_SAMPLING
+        )
 
     def load_options(self) -> LoadOptions:
         return LoadOptions(n_ctx=self.n_ctx, n_threads=self.threads, n_gpu_layers=self.gpu_layers, kv_type=self.kv_type)
@@ -97,6 +104,7 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
+    "draft_sampling": DRAFT_SAMPLING,
     "reasoning_effort": ("low", "medium", "high"),
     "context_overflow": ("stop", "drop_oldest"),
     "kv_type": tuple(KV_TYPES),
@@ -107,6 +115,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 LABELS: dict[str, str] = {
     "mtp_depth": "MTP depth",
     "p_min": "Draft threshold (p_min)",
+    "draft_sampling": "Draft sampling",
     "temperature": "Temperature",
     "top_k": "Top-k",
     "top_p": "Top-p",
@@ -163,7 +172,9 @@ def _type_ok(kind: type, value: object) -> bool:
 def _problem(name: str, value: object) -> str | None:
     """Why `value` is not acceptable for setting `name`, or None when it is."""
     label = LABELS[name]
-    kind = type(getattr(_DEFAULTS, name))
+    if name == "mtp_depth" and value == AUTO:
+        return None
+    kind = int if name == "mtp_depth" else type(getattr(_DEFAULTS, name))
     if not _type_ok(kind, value):
         return f"{label} must be {_KINDS[kind]} (got {_show(value)})"
     if name in RANGES:

@@ -69,13 +69,13 @@ def _ranged_float(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
-def _depth(text: str) -> int | str:
+def parse_depth(text: str) -> int | str:
     """A depth: a whole number 0 or more, or "auto"."""
     return AUTO if text.strip().lower() == AUTO else _non_negative_int(text)
 
 
 def _depths(text: str) -> list[int | str]:
-    values = [_depth(x) for x in text.split(",") if x.strip()]
+    values = [parse_depth(x) for x in text.split(",") if x.strip()]
     if not values:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of depths like 0,1,2,3,auto")
     return values
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p_gen.add_argument("--system", help="system prompt (with --chat)")
     p_gen.add_argument("--max-tokens", type=_positive_int, default=256)
-    p_gen.add_argument("--mtp-depth", type=_depth, default=None, help="0 = off, 1-3, or auto; default: all heads")
+    p_gen.add_argument("--mtp-depth", type=parse_depth, default=None, help="0 = off, 1-3, or auto; default: all heads")
     p_gen.add_argument("--p-min", type=_ranged_float(0.0, 1.0), default=0.0)
     p_gen.add_argument("--draft-sampling", choices=DRAFT_SAMPLING, default="greedy", help=DRAFT_SAMPLING_HELP)
     p_gen.add_argument("--temperature", type=_ranged_float(0.0, 10.0), default=0.0)

@@ -35,9 +35,14 @@ from PySide6.QtWidgets import (
 
 from app.settings import RANGES, SEED_MAX, Settings
 from engine.demo import DEMO_NAME
+from engine.generate import AUTO
 
 # (shown text, stored value) for every choice; the one place each mapping lives.
-DEPTHS: tuple[tuple[str, int], ...] = (("Off", 0), ("1", 1), ("2", 2), ("3", 3))
+DEPTHS: tuple[tuple[str, int | str], ...] = (("Off", 0), ("1", 1), ("2", 2), ("3", 3), ("Auto", AUTO))
+DRAFT_SAMPLINGS: tuple[tuple[str, str], ...] = (
+    ("Greedy (same text at every depth)", "greedy"),
+    ("Probabilistic (more accepted when temperature > 0)", "probabilistic"),
+)
 EFFORTS: tuple[tuple[str, str], ...] = (("Low", "low"), ("Medium", "medium"), ("High", "high"))
 OVERFLOWS: tuple[tuple[str, str], ...] = (("Stop and say so", "stop"), ("Drop the oldest turns", "drop_oldest"))
 THEMES: tuple[tuple[str, str], ...] = (("System", "system"), ("Light", "light"), ("Dark", "dark"))
@@ -141,7 +146,15 @@ class SettingsDialog(QDialog):
             _choices(DEPTHS),
             "MTP depth",
             "How many tokens the model's MTP heads draft ahead for the model to check in one pass. "
-            "The text is the same at every depth; deeper is usually faster. Off turns drafting off.",
+            "The text is the same at every depth; deeper is usually faster. Off turns drafting off. "
+            "Auto measures each depth on this machine and this text and keeps to the fastest.",
+        )
+        self.draft_sampling = _described(
+            _choices(DRAFT_SAMPLINGS),
+            "Draft sampling",
+            "Greedy: the heads propose their top token; a seeded reply is identical at every depth. "
+            "Probabilistic: with temperature above 0, drafts are sampled and checked by rejection sampling, "
+            "so more are accepted; the text still follows the model's own distribution.",
         )
         self.p_min = _described(
             _float_spin("p_min", step=0.05),
@@ -151,6 +164,7 @@ class SettingsDialog(QDialog):
         mtp_box, mtp_form = _form("Speculative decoding (MTP)")
         mtp_form.addRow("Depth", self.mtp_depth)
         mtp_form.addRow("Draft threshold (p_min)", self.p_min)
+        mtp_form.addRow("Draft sampling", self.draft_sampling)
 
         # Sampling
         self.temperature = _described(
@@ -345,6 +359,7 @@ class SettingsDialog(QDialog):
 
     def _show(self, s: Settings) -> None:
         _select(self.mtp_depth, s.mtp_depth)
+        _select(self.draft_sampling, s.draft_sampling)
         self.p_min.setValue(s.p_min)
         self.temperature.setValue(s.temperature)
         self.top_k.setValue(s.top_k)
@@ -375,6 +390,7 @@ class SettingsDialog(QDialog):
             self._original,
             mtp_depth=self.mtp_depth.currentData(),
             p_min=self.p_min.value(),
+            draft_sampling=self.draft_sampling.currentData(),
             temperature=self.temperature.value(),
             top_k=self.top_k.value(),
             top_p=self.top_p.value(),

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.generate import AUTO
 from engine.stats import MTP_NOTE_TEXT
 
 DASH = "–"
@@ -66,7 +67,9 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:,.1f} s"
 
 
-def _depth_text(depth: int, requested: object) -> str:
+def _depth_text(depth: int, requested: object, now: object = None) -> str:
+    if requested == AUTO:  # report what auto depth is running now
+        return f"Auto, now {now or 'Off'}" if isinstance(now, int) else "Auto"
     shown = str(depth) if depth > 0 else "Off"
     if isinstance(requested, int) and requested != depth:
         return f"{shown} (asked {requested})"
@@ -96,7 +99,8 @@ def reply_summary(snapshot: Mapping[str, Any]) -> str:
         parts.append(f"{_rate(tps)} tok/s")
     depth = int(snapshot.get("mtp_depth") or 0)
     if depth > 0:
-        parts.append(f"MTP depth {_depth_text(depth, snapshot.get('mtp_depth_requested'))}")
+        requested, now = snapshot.get("mtp_depth_requested"), snapshot.get("mtp_depth_now")
+        parts.append(f"MTP depth {_depth_text(depth, requested, now)}")
         acceptance = snapshot.get("acceptance")
         if acceptance is not None:
             accepted, drafted = _count(snapshot.get("n_accepted")), _count(snapshot.get("n_drafted"))
@@ -539,7 +543,9 @@ class StatsPanel(QWidget):
         depth = int(snapshot.get("mtp_depth") or 0)
         note = snapshot.get("mtp_note")
         drafting = depth > 0
-        self.depth_value.show_value(_depth_text(depth, snapshot.get("mtp_depth_requested")))
+        self.depth_value.show_value(
+            _depth_text(depth, snapshot.get("mtp_depth_requested"), snapshot.get("mtp_depth_now"))
+        )
         # With MTP off, zero drafts is not a figure worth reading: show it as not applicable.
         self.drafted_value.show_value(_count(snapshot.get("n_drafted")) if drafting else DASH)
         self.accepted_value.show_value(_count(snapshot.get("n_accepted")) if drafting else DASH)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from pytestqt.qtbot import QtBot
 
 from app.settings import (
     CHOICES,
+    LABELS,
     RANGES,
     SETTINGS_VERSION,
     LoadResult,
@@ -38,6 +39,7 @@ from app.settings import (
 )
 from app.views import settings_dialog
 from app.views.settings_dialog import SettingsDialog
+from engine.generate import AUTO
 
 CUSTOM = Settings(
     mtp_depth=1,
@@ -113,6 +115,8 @@ def _valid_settings() -> st.SearchStrategy[Settings]:
         if f.name in RANGES:
             lo, hi = RANGES[f.name]
             values[f.name] = st.floats(lo, hi) if isinstance(default, float) else st.integers(int(lo), int(hi))
+            if f.name == "mtp_depth":
+                values[f.name] = values[f.name] | st.just(AUTO)
         elif f.name in CHOICES:
             values[f.name] = st.sampled_from(CHOICES[f.name])
     return st.builds(
@@ -338,6 +342,26 @@ def test_depth_zero_turns_mtp_off() -> None:
     assert Settings(mtp_depth=0).generation_params().mtp_depth == 0
 
 
+def test_auto_depth_and_probabilistic_drafting_round_trip(tmp_path: Path, qtbot: QtBot) -> None:
+    chosen = Settings(mtp_depth=AUTO, draft_sampling="probabilistic")
+    assert validate(chosen) == []
+    params = chosen.generation_params()
+    assert (params.mtp_depth, params.draft_sampling) == (AUTO, "probabilistic")
+    path = tmp_path / "settings.toml"
+    save_settings(chosen, path)
+    assert load_settings(path) == LoadResult(chosen, None)
+    d = SettingsDialog(chosen)
+    qtbot.addWidget(d)
+    assert d.mtp_depth.currentText() == "Auto"
+    assert d.result_settings() == chosen
+
+
+@pytest.mark.parametrize(("name", "value"), [("mtp_depth", "fast"), ("mtp_depth", 4), ("draft_sampling", "wild")])
+def test_bad_depth_or_draft_sampling_is_named(name: str, value: object) -> None:
+    problems = validate(replace(Settings(), **{name: value}))
+    assert len(problems) == 1 and LABELS[name] in problems[0]
+
+
 def test_random_seed_is_fresh_for_each_reply() -> None:
     seeds = {Settings(seed=-1).generation_params().sampler.seed for _ in range(3)}
     assert len(seeds) > 1
@@ -363,7 +387,8 @@ def test_dialog_choices_cover_every_valid_value() -> None:
     def values(options: tuple[tuple[str, object], ...]) -> set[object]:
         return {value for _, value in options}
 
-    assert values(settings_dialog.DEPTHS) == set(range(int(RANGES["mtp_depth"][1]) + 1))
+    assert values(settings_dialog.DEPTHS) == {*range(int(RANGES["mtp_depth"][1]) + 1), AUTO}
+    assert values(settings_dialog.DRAFT_SAMPLINGS) == set(CHOICES["draft_sampling"])
     assert values(settings_dialog.EFFORTS) == set(CHOICES["reasoning_effort"])
     assert values(settings_dialog.OVERFLOWS) == set(CHOICES["context_overflow"])
     assert values(settings_dialog.THEMES) == set(CHOICES["theme"])

@@ -196,6 +196,12 @@ def test_heads_past_the_depth_are_greyed(panel: StatsPanel, clock: Clock) -> Non
     assert panel.depth_value.text() == "2"
 
 
+def test_auto_depth_shows_the_depth_running_now() -> None:
+    snapshot = {"n_predicted": 10, "mtp_depth": 3, "mtp_depth_requested": "auto", "mtp_depth_now": 2}
+    assert "MTP depth Auto, now 2" in reply_summary(snapshot)
+    assert "MTP depth Auto, now Off" in reply_summary({**snapshot, "mtp_depth_now": 0})
+
+
 def test_clamped_depth_says_what_was_asked(panel: StatsPanel, clock: Clock) -> None:
     final = generate(panel, clock, new_stats(clock, depth=3, requested=5, note="depth_clamped"), PATTERN)
     panel.update_stats(final)

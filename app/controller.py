@@ -307,10 +307,8 @@ class ChatController(QObject):
                     messages[i] = replace(
                         msg, content=active.content, reasoning=active.reasoning, draft_spans=copy.deepcopy(active.spans)
                     )
-        self.window.transcript_model.set_messages(messages)
-        for row, msg in enumerate(messages):
-            if msg.role == "assistant" and msg.stats:
-                self.window.transcript_model.set_summary(row, reply_summary(msg.stats))
+        summaries = {row: reply_summary(m.stats) for row, m in enumerate(messages) if m.role == "assistant" and m.stats}
+        self.window.transcript_model.set_messages(messages, summaries)
         self.window.transcript.scrollToBottom()
         self.refresh_sidebar()
         last = next((m for m in reversed(messages) if m.stats), None)

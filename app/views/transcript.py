@@ -246,12 +246,18 @@ class TranscriptModel(QAbstractListModel):
 
     # Transcript API --------------------------------------------------------------------
 
-    def set_messages(self, messages: Sequence[MessageLike]) -> None:
-        """Replace every row (opening a conversation)."""
+    def set_messages(self, messages: Sequence[MessageLike], summaries: Mapping[int, str] | None = None) -> None:
+        """Replace every row (opening a conversation); summaries: the line under a reply, by row.
+
+        Summaries come in with the rows: set one by one, each would be a dataChanged and a
+        re-layout (2.5 s for a 5,000-message chat).
+        """
         self.beginResetModel()
         self._flush_timer.stop()
         self._dirty.clear()
         self._rows = [RowState(next(self._uids), m) for m in messages]
+        for row, summary in (summaries or {}).items():
+            self._rows[row].summary = summary
         self._by_id = {m.id: row for row, m in enumerate(messages)}
         self.endResetModel()
 

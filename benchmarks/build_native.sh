@@ -63,7 +63,7 @@ NICE="${STRIDE_NATIVE_NICE:-10}"
 SDIST_NAME="llama_cpp_python-${LCP_VERSION}.tar.gz"
 SRC="${CACHE}/llama.cpp-${LCP_VERSION}"
 BUILD="${SRC}/build"
-TARGETS=(llama-speculative-simple llama-bench)
+TARGETS=(llama-speculative-simple llama-bench llama-quantize)
 
 log() { printf '[build_native] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -97,6 +97,7 @@ CMAKE_ARGS=(
 print_paths() {
     printf 'LLAMA_SPECULATIVE_SIMPLE=%s\n' "${BUILD}/bin/llama-speculative-simple"
     printf 'LLAMA_BENCH=%s\n' "${BUILD}/bin/llama-bench"
+    printf 'LLAMA_QUANTIZE=%s\n' "${BUILD}/bin/llama-quantize"
 }
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }

@@ -23,19 +23,16 @@ from pathlib import Path
 from benchmarks import fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path.home() / ".cache" / "stride" / "bench"
-PROMPT = "Once upon a time"
-FIXTURES = {  # name: (heads disagree with the trunk on this fraction of tokens, dtype)
-    "main": (0.1, "f16"),
-    "high": (0.02, "f16"),
-    "low": (0.5, "f16"),
-}
+PROMPT = fixtures.PROMPT
 
 
 @dataclass
 class Run:
     tokens_per_second: float
     acceptance: float | None
+    # Share of the verification-bound ceiling (tokens per step / verification time) reached:
+    # time in the target's verification calls over all decoding time. Measured for Stride only.
+    ceiling_share: float | None = None
 
 
 @dataclass
@@ -78,7 +75,7 @@ def run_stride(model: Path, depth: int, tokens: int, threads: int) -> Run:
         check=True,
     )
     data = json.loads(proc.stdout)[0]
-    return Run(data["tokens_per_second"], data["acceptance"])
+    return Run(data["tokens_per_second"], data["acceptance"], data["verify_seconds"] / data["decode_seconds"])
 
 
 def run_native_mtp(tool: str, model: Path, depth: int, tokens: int, threads: int) -> Run:
@@ -127,14 +124,6 @@ def run_native_plain(tool: str, model: Path, tokens: int, threads: int) -> Run:
     return Run(float(result["avg_ts"]), None)
 
 
-def fixture_path(name: str) -> Path:
-    disagree, dtype = FIXTURES[name]
-    path = CACHE / f"bench-{name}-{dtype}.gguf"
-    if not path.exists():
-        fixtures.build(path, disagree=disagree, dtype=dtype)
-    return path
-
-
 def _fmt(acceptance: float | None) -> str:
     return "-" if acceptance is None else f"{acceptance:.3f}"
 
@@ -146,13 +135,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--depths", default="0,1,2,3")
     parser.add_argument("--fixtures", default="main")
-    parser.add_argument("--out", type=Path, default=CACHE / "compare_native.json")
+    parser.add_argument("--out", type=Path, default=fixtures.CACHE / "compare_native.json")
     args = parser.parse_args()
     tools = native_tools()
     depths = [int(d) for d in args.depths.split(",")]
     results: dict[str, dict[int, Cell]] = {}
     for name in args.fixtures.split(","):
-        model = fixture_path(name)
+        model = fixtures.fixture_path(name, tools["LLAMA_QUANTIZE"])
         cells = results.setdefault(name, {d: Cell() for d in depths})
         for _ in range(args.repeat):
             for depth in depths:
@@ -164,8 +153,11 @@ def main() -> None:
                         run_native_mtp(tools["LLAMA_SPECULATIVE_SIMPLE"], model, depth, args.tokens, args.threads)
                     )
     print(f"tokens={args.tokens} repeat={args.repeat} threads={args.threads} prompt={PROMPT!r}")
-    print("| fixture | depth | Stride tok/s | native tok/s | ratio | Stride acceptance | native acceptance |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| fixture | depth | Stride tok/s | native tok/s | ratio | Stride acceptance | native acceptance "
+        "| Stride share of ceiling | native share of ceiling |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     summary = {}
     for name, cells in results.items():
         for depth, cell in cells.items():
@@ -173,8 +165,22 @@ def main() -> None:
             n = statistics.median(r.tokens_per_second for r in cell.native)
             sa = cell.stride[0].acceptance
             na = cell.native[0].acceptance
-            summary[f"{name}/{depth}"] = {"stride": s, "native": n, "ratio": s / n, "stride_acc": sa, "native_acc": na}
-            print(f"| {name} | {depth} | {s:.2f} | {n:.2f} | {s / n:.3f} | {_fmt(sa)} | {_fmt(na)} |")
+            # Both verify with the same llama.cpp and accept the same drafts, so they share one
+            # ceiling: native's share is Stride's scaled by their speed ratio.
+            share = statistics.median(r.ceiling_share or 0.0 for r in cell.stride)
+            summary[f"{name}/{depth}"] = {
+                "stride": s,
+                "native": n,
+                "ratio": s / n,
+                "stride_acc": sa,
+                "native_acc": na,
+                "stride_ceiling_share": share,
+                "native_ceiling_share": share * n / s,
+            }
+            print(
+                f"| {name} | {depth} | {s:.2f} | {n:.2f} | {s / n:.3f} | {_fmt(sa)} | {_fmt(na)} "
+                f"| {share:.2f} | {share * n / s:.2f} |"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
 

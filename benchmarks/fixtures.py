@@ -7,11 +7,15 @@ agrees with the trunk except on a chosen fraction of tokens: the acceptance a
 benchmark sees is then set by design, not by luck.
 
     python -m benchmarks.fixtures OUT.gguf [--disagree 0.1] [--dtype f16|f32] [--layers 24]
+
+The benchmarks use the named fixtures in `CATALOGUE`, built once into ~/.cache/stride/bench.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,45 @@ from engine import synth
 N_VOCAB = 32_000
 N_EMBD = 1024
 LOGIT_GAP = 8.0
+CACHE = Path.home() / ".cache" / "stride" / "bench"
+PROMPT = "Once upon a time"
+PROMPT_LAST_PIECE = "e"  # the reply walks the successor cycle from the prompt's last token
+SHIFT_AT = 384  # reply tokens before the "shift" fixture's head agreement changes
+
+
+@dataclass(frozen=True)
+class Spec:
+    disagree: float  # fraction of tokens on which each head disagrees with the trunk
+    shift: float | None = None  # from reply token SHIFT_AT on, this fraction instead
+    quant: str | None = None  # quantized from the f16 fixture of the same disagreement by llama-quantize
+
+
+CATALOGUE = {
+    "main": Spec(0.1),
+    "high": Spec(0.02),
+    "low": Spec(0.5),
+    "off": Spec(0.8),  # heads mostly wrong: plain decoding is the fastest depth
+    "shift-down": Spec(0.02, shift=0.8),  # heads agree, then stop agreeing, in the middle of a reply
+    "shift-up": Spec(0.8, shift=0.02),
+    "q8": Spec(0.1, quant="Q8_0"),
+}
+
+
+def fixture_path(name: str, quantize_tool: str | None = None) -> Path:
+    """The named fixture, built on first use (quantized ones need llama-quantize's path)."""
+    spec = CATALOGUE[name]
+    if spec.quant:
+        path = CACHE / f"bench-{name}.gguf"
+        if not path.exists():
+            if quantize_tool is None:
+                raise SystemExit(f"fixture {name} needs llama-quantize: run benchmarks/build_native.sh")
+            source = fixture_path(next(n for n, s in CATALOGUE.items() if s == Spec(spec.disagree)))
+            subprocess.run([quantize_tool, str(source), str(path), spec.quant], check=True, capture_output=True)
+        return path
+    path = CACHE / f"bench-{name}-f16.gguf"
+    if not path.exists():
+        build(path, disagree=spec.disagree, shift=spec.shift)
+    return path
 
 
 def bench_vocab(n_vocab: int) -> synth.Vocab:
@@ -37,8 +80,13 @@ def build(
     n_vocab: int = N_VOCAB,
     dtype: str = "f16",
     seed: int = 5,
+    shift: float | None = None,
 ) -> Path:
-    """Write the fixture; heads 1-3 each disagree with the trunk on `disagree` of all tokens."""
+    """Write the fixture; heads 1-3 each disagree with the trunk on `disagree` of all tokens.
+
+    With `shift`, the first SHIFT_AT tokens a reply to PROMPT produces keep `disagree` and every
+    other token gets `shift` instead, so agreement changes at a known point of that reply.
+    """
     rng = np.random.default_rng(seed)
     vocab = bench_vocab(n_vocab)
     shape = synth.StepShape(
@@ -57,9 +105,18 @@ def build(
     succ = [0] * len(vocab)
     for a, b in zip(order, np.roll(order, -1)):
         succ[int(a)] = int(b)
+    first_part: set[int] = set()
+    if shift is not None:
+        walk = [vocab.id(PROMPT_LAST_PIECE)]
+        for _ in range(SHIFT_AT - 1):
+            walk.append(succ[walk[-1]])
+        first_part = set(walk)  # the tokens after which heads draft the reply's first SHIFT_AT tokens
     heads = []
     for _ in range(shape.n_mtp):
         wrong = set(rng.choice(len(vocab), size=round(disagree * len(vocab)), replace=False).tolist())
+        if shift is not None:
+            later = set(rng.choice(len(vocab), size=round(shift * len(vocab)), replace=False).tolist())
+            wrong = (wrong & first_part) | (later - first_part)
         table = [succ[succ[t]] if t in wrong else succ[t] for t in range(len(vocab))]
         heads.append(synth.lookup_head(shape, embd, table, LOGIT_GAP))
     weights = synth.StepWeights(
@@ -70,7 +127,8 @@ def build(
         heads=heads,
     )
     np_dtype = np.float16 if dtype == "f16" else np.float32
-    name = f"bench-{n_layer}L-{n_embd}-disagree{disagree:g}-{dtype}"
+    then = f"-then{shift:g}" if shift is not None else ""
+    name = f"bench-{n_layer}L-{n_embd}-disagree{disagree:g}{then}-{dtype}"
     return synth.write_step35(path, shape, vocab, weights, name=name, dtype=np_dtype, chat_template=None)
 
 

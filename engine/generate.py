@@ -278,7 +278,9 @@ class Generator:
             drafted = proposal.tokens if proposal else []
             draft = [] if probe else drafted
             batch = [last, *draft]
+            verify_start = time.perf_counter()
             target.decode(batch, n_past, outputs="all" if draft else "last")
+            stats.verify_seconds += time.perf_counter() - verify_start
             if proposal and proposal.dists is not None and not probe:
                 sampled = self._verify_by_rejection(sampler, proposal.tokens, proposal.dists)
             else:

@@ -35,6 +35,9 @@ class ReplyStats:
     n_drafted: int = 0
     n_accepted: int = 0
     n_steps: int = 0  # verification steps (target decode calls while generating)
+    # Time inside those target decode calls: with MTP, the rest of a step is drafting and Python,
+    # so verify_seconds / decode_seconds is the share of the verification-bound ceiling reached.
+    verify_seconds: float = 0.0
     drafted_per_position: list[int] = field(default_factory=list)
     accepted_per_position: list[int] = field(default_factory=list)
     t_start: float = field(default_factory=time.perf_counter)
@@ -144,6 +147,7 @@ class ReplyStats:
             "prompt_seconds": self.prompt_seconds,
             "prompt_tokens_per_second": self.prompt_tokens_per_second,
             "decode_seconds": self.decode_seconds,
+            "verify_seconds": self.verify_seconds,
             "mtp_depth": self.mtp_depth,
             "mtp_depth_requested": self.mtp_depth_requested,
             "mtp_depth_now": self.depth_now,

@@ -1,0 +1,90 @@
+"""Auto depth vs every fixed depth, side by side in one process, per part of the reply.
+
+For each fixture the model is loaded once; each repeat runs depths 0-3 and auto in turn on the
+same prompt from an empty cache, auto with a fresh tuner (the first reply after loading, its worst
+case). Tokens/s is measured from per-token timestamps, over the whole reply and, on the "shift"
+fixtures, over each part (before and after reply token fixtures.SHIFT_AT, where head agreement
+changes). Medians of the repeats; auto / best fixed depth per part.
+
+    benchmarks/build_native.sh   # once: llama-quantize for the q8 fixture
+    python -m benchmarks.auto_depth --fixtures main,high,low,off,q8,shift-down,shift-up --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+from pathlib import Path
+
+from benchmarks import fixtures
+from benchmarks.compare_native import native_tools
+from engine.generate import AUTO, Delta, GenerationParams
+from engine.runtime import LoadOptions, Runtime
+from engine.stats import ReplyStats
+
+DEPTHS: tuple[int | str, ...] = (0, 1, 2, 3, AUTO)
+
+
+def run_once(runtime: Runtime, prompt: list[int], depth: int | str, tokens: int, split: int | None) -> list[float]:
+    """Tokens/s over the reply, or over its two parts when split is set."""
+    marks: list[tuple[int, float]] = []  # (tokens so far, when)
+
+    def on_delta(delta: Delta, _stats: ReplyStats) -> None:
+        marks.append((len(delta.token_ids) + (marks[-1][0] if marks else 0), time.perf_counter()))
+
+    runtime.generator.reset()
+    runtime.generator._tuner = None  # auto starts from nothing, as on the first reply after loading
+    reply = runtime.generate(prompt, GenerationParams(max_tokens=tokens, mtp_depth=depth), on_delta=on_delta)
+    t0 = reply.stats.t_prompt_done or marks[0][1]
+    bounds = [0, split, marks[-1][0]] if split else [0, marks[-1][0]]
+    rates = []
+    for lo, hi in itertools.pairwise(bounds):
+        t_lo = t0 if lo == 0 else next(t for n, t in marks if n >= lo)
+        n_lo = 0 if lo == 0 else next(n for n, _ in marks if n >= lo)
+        n_hi, t_hi = next((n, t) for n, t in marks if n >= hi)
+        rates.append((n_hi - n_lo) / (t_hi - t_lo))
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fixtures", default="main,high,low,off,q8,shift-down,shift-up")
+    parser.add_argument("--tokens", type=int, default=384, help="reply length (shift fixtures: twice SHIFT_AT)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=fixtures.CACHE / "auto_depth.json")
+    args = parser.parse_args()
+    quantize = native_tools()["LLAMA_QUANTIZE"]
+    summary: dict[str, dict[str, list[float]]] = {}
+    print(f"tokens={args.tokens} repeat={args.repeat} threads={args.threads} prompt={fixtures.PROMPT!r}")
+    print("| fixture | part | depth 0 | 1 | 2 | 3 | auto | auto / best fixed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.fixtures.split(","):
+        split = fixtures.SHIFT_AT if fixtures.CATALOGUE[name].shift is not None else None
+        tokens = 2 * fixtures.SHIFT_AT if split else args.tokens
+        runtime = Runtime.load(fixtures.fixture_path(name, quantize), options=LoadOptions(n_threads=args.threads))
+        try:
+            prompt = runtime.tokenize(fixtures.PROMPT)
+            runs: dict[str, list[list[float]]] = {str(d): [] for d in DEPTHS}
+            for _ in range(args.repeat):
+                for depth in DEPTHS:
+                    runs[str(depth)].append(run_once(runtime, prompt, depth, tokens, split))
+        finally:
+            runtime.close()
+        medians = {d: [statistics.median(r[p] for r in rs) for p in range(len(rs[0]))] for d, rs in runs.items()}
+        summary[name] = medians
+        for part in range(len(medians["0"])):
+            fixed = [medians[str(d)][part] for d in DEPTHS if d != AUTO]
+            auto = medians[AUTO][part]
+            label = ("whole", "first", "second")[part + 1 if split else 0]
+            cells = " | ".join(f"{v:.2f}" for v in fixed)
+            print(f"| {name} | {label} | {cells} | {auto:.2f} | {auto / max(fixed):.3f} |", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -395,6 +395,33 @@ def test_duplicate_tokens_are_damage(tmp_path: Path) -> None:
     assert "appears twice in its vocabulary" in str(err) and repr(tokens[-2]) in str(err)
 
 
+def test_tokens_equal_up_to_a_nul_byte_are_duplicates(tmp_path: Path) -> None:
+    """Found by the fuzzer: llama.cpp keys tokens as C strings, so "x\\0a" and "x\\0b" are both "x"
+    (GGML_ASSERT in llama-vocab.cpp). An empty text becomes "[EMPTY_<id>]", which must not clash either."""
+    v = builders.vocab()
+    tokens = list(v.tokens)
+    tokens[-2], tokens[-1] = "kilo\0one", "kilo\0two"
+    err = error_of(tiny(tmp_path / "nul.gguf", vocab=synth.Vocab(tuple(tokens), v.types)))
+    assert "'kilo' appears twice" in str(err) and "first NUL byte" in str(err)
+    tokens = list(v.tokens)
+    tokens[-2], tokens[-1] = "", f"[EMPTY_{len(tokens) - 2}]"
+    assert "appears twice" in str(error_of(tiny(tmp_path / "empty.gguf", vocab=synth.Vocab(tuple(tokens), v.types))))
+
+
+def test_sentencepiece_vocabulary_must_spell_every_byte(tmp_path: Path) -> None:
+    """Found by the fuzzer: with a byte that has neither a <0xXX> token nor a one-character token,
+    llama.cpp's SentencePiece tokenizer throws std::out_of_range through its C API and the process
+    aborts at the first text that needs that byte."""
+    v = builders.vocab()
+    tokens = list(v.tokens)
+    tokens[v.byte_id(0x0A)] = "<0x0A-renamed>"
+    err = error_of(tiny(tmp_path / "model.gguf", vocab=synth.Vocab(tuple(tokens), v.types)))
+    assert "no token for byte 0x0a (1 of 256 bytes missing)" in str(err)
+    # A one-character token stands in for its byte, as in llama_vocab::byte_to_token.
+    tokens[v.byte_id(ord("A"))] = "<0x41-renamed>"
+    assert "byte 0x0a" in str(error_of(tiny(tmp_path / "model.gguf", vocab=synth.Vocab(tuple(tokens), v.types))))
+
+
 def test_misplaced_tensor_offset_is_damage(tmp_path: Path) -> None:
     path = tiny(tmp_path / "model.gguf")
     reader = gguf.GGUFReader(path)

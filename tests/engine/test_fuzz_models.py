@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from engine.gguf_info import ModelFileError, inspect_model
-from tests.engine.test_gguf_info import tiny
+from tests.fixtures.builders import tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ_CASES = int(os.environ.get("STRIDE_FUZZ_CASES", "1000"))

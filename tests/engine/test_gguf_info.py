@@ -25,50 +25,16 @@ from engine.gguf_info import (
     memory_verdict,
 )
 from tests.fixtures import builders
+from tests.fixtures.builders import patch_kv, tiny
 from tests.sdist import read_sdist_member
 
 MiB = 1 << 20
-
-
-def tiny(
-    path: Path,
-    *,
-    vocab: synth.Vocab | None = None,
-    n_embd: int = 32,
-    dtype: type[np.floating] = np.float32,
-    trunk: bool = True,
-    mtp: bool = True,
-    declare_mtp: bool = True,
-) -> Path:
-    """A small Step3.5 file (a few hundred KB) for tests that copy or damage it many times."""
-    v = vocab or builders.vocab()
-    s = synth.StepShape(n_vocab=len(v), n_embd=n_embd, n_layer=2, n_head=2, n_head_kv=1, n_ff=32)
-    table = np.full((len(v), n_embd), 0.01, np.float32)
-    weights = synth.StepWeights(
-        token_embd=table,
-        output_norm=np.ones(n_embd, np.float32),
-        output=table,
-        blocks=[synth.zero_block(s) for _ in range(s.n_layer)],
-        heads=[synth.lookup_head(s, table, range(len(v)), 1.0) for _ in range(s.n_mtp)],
-    )
-    return synth.write_step35(
-        path, s, v, weights, name=path.stem, dtype=dtype, trunk=trunk, mtp=mtp, declare_mtp=declare_mtp
-    )
 
 
 def sections(path: Path) -> tuple[int, int, int]:
     """Where the metadata, the tensor directory and the tensor data start, per gguf's own reader."""
     reader = gguf.GGUFReader(path)
     return 24, reader.tensors[0].field.offset, reader.data_offset
-
-
-def patch_kv(path: Path, key: str, vtype: gguf.GGUFValueType, value: bytes) -> None:
-    """Rewrite a scalar key's type and value in place (same byte length)."""
-    data = bytearray(path.read_bytes())
-    name = struct.pack("<Q", len(key)) + key.encode()
-    at = data.index(name) + len(name)
-    data[at : at + 4 + len(value)] = struct.pack("<I", vtype) + value
-    path.write_bytes(bytes(data))
 
 
 def error_of(path: Path, mtp_path: Path | None = None) -> ModelFileError:

@@ -13,8 +13,8 @@ from engine.generate import GenerationParams
 from engine.gguf_info import inspect_model
 from engine.llama import LoadCancelled
 from engine.runtime import LoadOptions, ModelLoadError, Runtime
-from tests.engine.test_gguf_info import tiny
 from tests.engine.test_lossless import PROMPT
+from tests.fixtures.builders import tiny
 
 
 def test_split_trunk_and_mtp_files_match_one_file(

@@ -1,0 +1,110 @@
+"""What the window does when things go wrong: bad model files, too little memory, a full context."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PySide6.QtWidgets import QMessageBox
+from pytestqt.qtbot import QtBot
+
+from app.views import model_dialog
+from app.views.error_dialog import ErrorDialog
+from app.views.model_dialog import ModelPickerDialog
+from engine import runtime
+from engine.demo import ensure_demo_model
+from tests.app.conftest import AppHarness
+from tests.fixtures import builders
+from tests.fixtures.builders import HUGE_SHAPE
+from tests.fixtures.malformed import malformed_models
+
+LOAD_MS = 60_000
+
+
+def open_errors(app: AppHarness) -> list[ErrorDialog]:
+    return [d for d in app.window.findChildren(ErrorDialog) if d.isVisible()]
+
+
+class Questions:
+    """QMessageBox.question replaced: records each question's text and gives a set answer."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, answer: QMessageBox.StandardButton) -> None:
+        self.asked: list[str] = []
+        self.answer = answer
+        monkeypatch.setattr(QMessageBox, "question", self._question)
+
+    def _question(self, _parent: object, title: str, text: str, *_args: object) -> QMessageBox.StandardButton:
+        self.asked.append(f"{title}: {text}")
+        return self.answer
+
+
+# --- malformed models ---
+
+
+def test_every_malformed_model_gets_one_error_dialog_and_the_app_carries_on(
+    qtbot: QtBot, make_app: Callable[..., AppHarness], tmp_path: Path
+) -> None:
+    app = make_app("", wait_loaded=False)
+    for name, (model, mtp) in malformed_models(tmp_path / "models").items():
+        with qtbot.waitSignal(app.controller.sig_model_failed, timeout=LOAD_MS) as failed:
+            app.controller.load_model(str(model), str(mtp or ""))
+        message = failed.args[0]
+        assert "\n" not in message and (model.name in message or (mtp and mtp.name in message)), (name, message)
+        (dialog,) = open_errors(app)
+        assert dialog.windowTitle() == "The model could not be loaded", name
+        dialog.close()
+        assert app.window.notice.isVisible() and app.window.model_label.text() == "No model loaded", name
+    with qtbot.waitSignal(app.controller.sig_model_ready, timeout=LOAD_MS):
+        app.window.notice.primary.click()  # "Use the demo model": nothing above broke the engine
+
+
+# --- memory ---
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs sparse files: the header declares 546 GB")
+def test_a_model_too_big_at_startup_asks_first_and_loads_nothing_when_declined(
+    qtbot: QtBot, make_app: Callable[..., AppHarness], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The picker asks before loading; a model opened at startup (`stride --model`, or the last
+    one used) must be asked about too, before llama.cpp maps a byte of it."""
+    huge = builders.declared_only(tmp_path / "huge.gguf", HUGE_SHAPE)
+    questions = Questions(monkeypatch, QMessageBox.StandardButton.No)
+    loads: list[Path] = []
+    monkeypatch.setattr(runtime, "_load_model", lambda path, *_a: loads.append(path))
+    with qtbot.waitSignal(make_app(str(huge), wait_loaded=False).controller.sig_model_failed, timeout=LOAD_MS) as f:
+        pass
+    (asked,) = questions.asked
+    assert asked.startswith("Load anyway?: This model needs about ") and " GiB of memory is free." in asked
+    assert loads == []
+    assert f.args[0].startswith("huge.gguf needs about ") and f.args[0].endswith("; it was not loaded.")
+
+
+def test_yes_loads_a_model_too_big_for_free_memory(
+    qtbot: QtBot, make_app: Callable[..., AppHarness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    questions = Questions(monkeypatch, QMessageBox.StandardButton.Yes)
+    monkeypatch.setattr(runtime, "free_memory_bytes", lambda: 1 << 20)
+    app = make_app("", wait_loaded=False)
+    with qtbot.waitSignal(app.controller.sig_model_ready, timeout=LOAD_MS):
+        app.controller.load_model("demo", "")
+    assert len(questions.asked) == 1 and "of memory is free" in questions.asked[0]
+    assert open_errors(app) == []
+
+
+def test_a_model_chosen_in_the_picker_is_asked_about_once(
+    qtbot: QtBot, make_app: Callable[..., AppHarness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The picker shows the verdict and asks; the load it starts must not ask a second time."""
+    questions = Questions(monkeypatch, QMessageBox.StandardButton.Yes)
+    monkeypatch.setattr(runtime, "free_memory_bytes", lambda: 1 << 20)
+    monkeypatch.setattr(model_dialog, "free_memory_bytes", lambda: 1 << 20)
+    app = make_app("", wait_loaded=False)
+    app.controller.choose_model()
+    (picker,) = app.window.findChildren(ModelPickerDialog)
+    with qtbot.waitSignal(picker.sig_inspected, timeout=LOAD_MS):
+        picker.set_path(str(ensure_demo_model()))
+    with qtbot.waitSignal(app.controller.sig_model_ready, timeout=LOAD_MS):
+        picker.accept()
+    assert len(questions.asked) == 1

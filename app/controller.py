@@ -535,15 +535,25 @@ class ChatController(QObject):
         active = self.active
         if active is None or request_id != active.request_id:
             return
-        status = "stopped" if result.stats.get("stop_reason") == "cancelled" else "complete"
-        self._finish(active, status, result.stats)
+        stop_reason = result.stats.get("stop_reason")
+        self._finish(active, "stopped" if stop_reason == "cancelled" else "complete", result.stats)
+        notes = []
         if result.template_warning:
-            self._notice(result.template_warning)
+            notes.append(result.template_warning[:1].upper() + result.template_warning[1:] + ".")
         if result.n_dropped:
-            self._notice(
+            notes.append(
                 f"The conversation outgrew the context: the oldest {result.n_dropped} messages were left "
                 "out of this reply's prompt."
             )
+        if stop_reason == "context_full":
+            n_ctx = self.loaded.n_ctx if self.loaded else 0
+            drop = " or choose 'Drop the oldest turns'" if self.settings.context_overflow == "stop" else ""
+            notes.append(
+                f"The reply stopped because the context is full ({n_ctx:,} tokens). Start a new chat, or raise "
+                f"the context size{drop} in Settings."
+            )
+        if notes:
+            self._notice(" ".join(notes))
         self.sig_reply_finished.emit(result)
 
     def _on_failed(self, request_id: int, message: str, details: str) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtWidgets import QLabel, QMessageBox
 from pytestqt.qtbot import QtBot
 
 from app.views import model_dialog
@@ -15,6 +15,7 @@ from app.views.error_dialog import ErrorDialog
 from app.views.model_dialog import ModelPickerDialog
 from engine import runtime
 from engine.demo import ensure_demo_model
+from engine.qt_worker import ReplyResult
 from tests.app.conftest import AppHarness
 from tests.fixtures import builders
 from tests.fixtures.builders import HUGE_SHAPE
@@ -108,3 +109,68 @@ def test_a_model_chosen_in_the_picker_is_asked_about_once(
     with qtbot.waitSignal(app.controller.sig_model_ready, timeout=LOAD_MS):
         picker.accept()
     assert len(questions.asked) == 1
+
+
+# --- context limits ---
+
+
+def send(qtbot: QtBot, app: AppHarness, text: str) -> ReplyResult | None:
+    app.window.composer.edit.setPlainText(text)
+    with qtbot.waitSignal(app.controller.sig_reply_finished, timeout=LOAD_MS) as finished:
+        app.window.composer.send_button.click()
+    result: ReplyResult | None = finished.args[0]
+    return result
+
+
+def history(app: AppHarness, turns: int, words: int) -> None:
+    """Earlier turns of the open conversation, straight into the store."""
+    conversation = app.controller.conversation_id
+    assert conversation is not None
+    for i in range(turns):
+        app.store.add_message(conversation, "user", f"question {i}: " + "alpha bravo " * words)
+        app.store.add_message(conversation, "assistant", "charlie delta " * words)
+    app.controller.open_conversation(conversation)
+
+
+def test_stop_mode_says_the_conversation_outgrew_the_context(
+    qtbot: QtBot, make_app: Callable[..., AppHarness], oracle_gguf: Path
+) -> None:
+    app = make_app(str(oracle_gguf), n_ctx=256, max_tokens=20, context_overflow="stop")
+    history(app, turns=4, words=20)
+    assert send(qtbot, app, "echo foxtrot") is None
+    (dialog,) = open_errors(app)
+    assert dialog.windowTitle() == "The reply failed"
+    assert any("This conversation has outgrown the context" in label.text() for label in dialog.findChildren(QLabel))
+    conversation = app.controller.conversation_id
+    assert conversation is not None
+    assert app.store.messages(conversation)[-1].status == "error"
+    assert send(qtbot, app, "a short one after the failure") is None  # still refused, still no crash
+
+
+def test_drop_oldest_mode_leaves_out_old_turns_and_says_so(
+    qtbot: QtBot, make_app: Callable[..., AppHarness], oracle_gguf: Path
+) -> None:
+    app = make_app(str(oracle_gguf), n_ctx=256, max_tokens=20, context_overflow="drop_oldest")
+    history(app, turns=4, words=20)
+    result = send(qtbot, app, "echo foxtrot")
+    assert result is not None and result.n_dropped > 0
+    assert result.stats["stop_reason"] == "max_tokens" and result.stats["n_prompt"] + 20 <= 256
+    assert open_errors(app) == []
+    notice = app.window.notice.label.text()
+    assert app.window.notice.isVisible()
+    assert f"the oldest {result.n_dropped} messages were left out of this reply's prompt" in notice
+
+
+def test_a_reply_that_fills_the_context_stops_and_says_so(
+    qtbot: QtBot, make_app: Callable[..., AppHarness], oracle_gguf: Path
+) -> None:
+    app = make_app(str(oracle_gguf), n_ctx=256, max_tokens=5000)  # the oracle never ends a reply itself
+    result = send(qtbot, app, "alpha")
+    assert result is not None and result.stats["stop_reason"] == "context_full"
+    assert open_errors(app) == []
+    assert app.window.notice.isVisible()
+    assert "The reply stopped because the context is full (256 tokens)" in app.window.notice.label.text()
+    conversation = app.controller.conversation_id
+    assert conversation is not None
+    saved = app.store.messages(conversation)[-1]
+    assert saved.status == "complete" and len(saved.content + saved.reasoning) > 100

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -174,3 +175,33 @@ def test_a_reply_that_fills_the_context_stops_and_says_so(
     assert conversation is not None
     saved = app.store.messages(conversation)[-1]
     assert saved.status == "complete" and len(saved.content + saved.reasoning) > 100
+
+
+# --- untrusted chat templates ---
+
+HOSTILE = {
+    "python-internals": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "endless-nested-loops": "{% for i in range(10**9) %}{% for j in range(10**9) %}{% endfor %}{% endfor %}",
+    "gigantic-string": "{{ 'a' * 10**10 }}",
+    "raises": "{{ raise_exception('this template refuses') }}",
+}
+
+
+@pytest.mark.parametrize("template", HOSTILE.values(), ids=HOSTILE.keys())
+def test_a_hostile_template_in_the_model_falls_back_within_two_seconds_and_says_so(
+    qtbot: QtBot, make_app: Callable[..., AppHarness], tmp_path: Path, template: str
+) -> None:
+    """The template comes from the GGUF file, as a stranger's model would bring it."""
+    model = builders.build(tmp_path / "hostile.gguf", builders.oracle(), chat_template=template)
+    app = make_app(str(model), max_tokens=5)
+    started = time.monotonic()
+    first_delta: list[float] = []
+    app.controller.engine.worker.sig_delta.connect(lambda *_: first_delta.append(time.monotonic()))
+    result = send(qtbot, app, "alpha")
+    assert result is not None and result.stats["n_predicted"] == 5
+    assert first_delta[0] - started < 2.5  # the 2 s render budget plus the prompt and first token
+    assert result.template_warning is not None
+    notice = app.window.notice.label.text()
+    assert app.window.notice.isVisible() and notice.startswith("The model's chat template failed: ")
+    assert "using the built-in ChatML template instead." in notice
+    assert open_errors(app) == []

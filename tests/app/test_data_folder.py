@@ -150,10 +150,11 @@ def test_a_corrupt_settings_file_is_backed_up_and_the_window_says_where(
     monkeypatch.setattr(QApplication, "exec", lambda *_: 0)  # stop where the event loop would run
     assert app_main.main([]) == 0
     (controller,) = started
+    qtbot.addWidget(controller.window)  # deleted after the test, with the dialog it owns
     (dialog,) = controller.window.findChildren(ErrorDialog)
     backups = list(tmp_path.glob("settings.toml.*"))
     assert dialog.windowTitle() == "Settings were reset" and len(backups) == 1
     assert "not valid TOML" in dialog._message and str(backups[0]) in dialog._message
     assert controller.settings == Settings()
+    dialog.close()
     controller.shutdown()
-    controller.window.close()

@@ -145,7 +145,10 @@ def test_stop_mode_says_the_conversation_outgrew_the_context(
     conversation = app.controller.conversation_id
     assert conversation is not None
     assert app.store.messages(conversation)[-1].status == "error"
+    dialog.close()
     assert send(qtbot, app, "a short one after the failure") is None  # still refused, still no crash
+    for dialog in open_errors(app):
+        dialog.close()
 
 
 def test_drop_oldest_mode_leaves_out_old_turns_and_says_so(

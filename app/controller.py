@@ -25,13 +25,14 @@ from app.store import ConversationStore, Message, StoreError
 from app.theme import apply_theme
 from app.views.error_dialog import show_error
 from app.views.main_window import MainWindow
-from app.views.model_dialog import ModelPickerDialog
+from app.views.model_dialog import ModelPickerDialog, confirm_too_big
 from app.views.settings_dialog import SettingsDialog
 from app.views.stats_panel import reply_summary
 from engine.demo import DEMO_NAME, ensure_demo_model
 from engine.generate import Delta
 from engine.logs import log_dir
 from engine.qt_worker import EngineClient, GenerateRequest, LoadedModel, LoadRequest, ReplyResult
+from engine.runtime import NotEnoughMemory
 from engine.stats import MTP_NOTE_TEXT
 
 log = logging.getLogger("stride.controller")
@@ -109,6 +110,7 @@ class ChatController(QObject):
         worker.sig_load_progress.connect(self._on_load_progress)
         worker.sig_loaded.connect(self._on_loaded)
         worker.sig_load_failed.connect(self._on_load_failed)
+        worker.sig_load_too_big.connect(self._on_load_too_big)
         worker.sig_prompt_progress.connect(self._on_prompt_progress)
         worker.sig_delta.connect(self._on_delta)
         worker.sig_stats.connect(self._on_stats)
@@ -206,10 +208,13 @@ class ChatController(QObject):
             initial_path=self.settings.model_path,
             initial_mtp=self.settings.mtp_model_path,
         )
-        dialog.accepted.connect(lambda: self.load_model(*dialog.selected()))
+        # The picker has shown the memory verdict and asked already when the model does not fit.
+        dialog.accepted.connect(lambda: self.load_model(*dialog.selected(), check_memory=False))
         dialog.open()
 
-    def load_model(self, model_path: str, mtp_path: str) -> None:
+    def load_model(self, model_path: str, mtp_path: str, *, check_memory: bool = True) -> None:
+        """Load on the engine thread; with check_memory, a model too big for free memory is not
+        loaded until the user says so (startup, settings reload and notices come this way)."""
         if self.active is not None:
             self.stop()
         try:
@@ -229,7 +234,9 @@ class ChatController(QObject):
         self.window.notice.hide()
         self.window.model_label.setText(f"Loading {Path(model_path).name if model_path != DEMO_NAME else 'demo'}…")
         self.window.set_loading(True, 0.0, "Reading the model")
-        request = LoadRequest(path, Path(mtp_path) if mtp_path else None, self.settings.load_options())
+        request = LoadRequest(
+            path, Path(mtp_path) if mtp_path else None, self.settings.load_options(), check_memory=check_memory
+        )
         self.load_request = self.engine.load(request)
 
     def _on_load_progress(self, request_id: int, fraction: float, stage: str) -> None:
@@ -258,15 +265,27 @@ class ChatController(QObject):
         w.composer.edit.setFocus()
         self.sig_model_ready.emit(loaded)
 
+    def _on_load_too_big(self, request_id: int, shortfall: NotEnoughMemory) -> None:
+        if request_id != self.load_request:
+            return
+        self.window.set_loading(False)
+        if confirm_too_big(self.window, shortfall.needed, shortfall.free):
+            self.load_model(self.settings.model_path, self.settings.mtp_model_path, check_memory=False)
+        else:  # the user has just read why: a notice, not another dialog
+            self._not_loaded(f"{shortfall}; it was not loaded.")
+
     def _on_load_failed(self, request_id: int, message: str, details: str) -> None:
         if request_id != self.load_request:
             return
+        if message != "Loading was cancelled.":
+            show_error(self.window, "The model could not be loaded", message, details)
+        self._not_loaded(message)
+
+    def _not_loaded(self, message: str) -> None:
         w = self.window
         w.set_loading(False)
         w.model_label.setText("No model loaded")
         w.status_label.setText("")
-        if message != "Loading was cancelled.":
-            show_error(w, "The model could not be loaded", message, details)
         self._notice(
             message,
             ("Use the demo model", lambda: self.load_model(DEMO_NAME, "")),
@@ -514,15 +533,25 @@ class ChatController(QObject):
         active = self.active
         if active is None or request_id != active.request_id:
             return
-        status = "stopped" if result.stats.get("stop_reason") == "cancelled" else "complete"
-        self._finish(active, status, result.stats)
+        stop_reason = result.stats.get("stop_reason")
+        self._finish(active, "stopped" if stop_reason == "cancelled" else "complete", result.stats)
+        notes = []
         if result.template_warning:
-            self._notice(result.template_warning)
+            notes.append(result.template_warning[:1].upper() + result.template_warning[1:] + ".")
         if result.n_dropped:
-            self._notice(
+            notes.append(
                 f"The conversation outgrew the context: the oldest {result.n_dropped} messages were left "
                 "out of this reply's prompt."
             )
+        if stop_reason == "context_full":
+            n_ctx = self.loaded.n_ctx if self.loaded else 0
+            drop = " or choose 'Drop the oldest turns'" if self.settings.context_overflow == "stop" else ""
+            notes.append(
+                f"The reply stopped because the context is full ({n_ctx:,} tokens). Start a new chat, or raise "
+                f"the context size{drop} in Settings."
+            )
+        if notes:
+            self._notice(" ".join(notes))
         self.sig_reply_finished.emit(result)
 
     def _on_failed(self, request_id: int, message: str, details: str) -> None:

@@ -16,10 +16,10 @@ from typing import Any, NoReturn
 from engine import stats as stats_mod
 from engine.demo import DEMO_NAME, ensure_demo_model
 from engine.generate import AUTO, DRAFT_SAMPLING, Delta, GenerationParams, PromptTooLong, Reply
-from engine.gguf_info import ModelFileError, ModelInfo, estimate_memory, free_memory_bytes, inspect_model
+from engine.gguf_info import ModelFileError, ModelInfo, estimate_memory, inspect_model
 from engine.llama import LoadCancelled, SamplerParams
 from engine.logs import configure_logging
-from engine.runtime import LoadOptions, ModelLoadError, Runtime
+from engine.runtime import LoadOptions, ModelLoadError, NotEnoughMemory, Runtime
 from engine.stats import ReplyStats
 
 EXIT_USAGE = 2
@@ -210,18 +210,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> Runtime:
     path = _model_path(args.model)
-    info = _inspect(path, args.mtp_model)
-    n_ctx = min(args.ctx, info.context_length) if info.context_length > 0 else args.ctx
-    needed = estimate_memory(info, n_ctx).total
-    free = free_memory_bytes()
-    if needed > free and not args.ignore_memory_check:
-        raise CliError(
-            f"{path.name} needs about {needed / GIB:.1f} GiB at --ctx {n_ctx} but only {free / GIB:.1f} GiB is free; "
-            "close other programs, lower --ctx, or pass --ignore-memory-check"
-        )
-    options = LoadOptions(n_ctx=n_ctx, n_threads=args.threads or 0, n_gpu_layers=args.gpu_layers)
+    options = LoadOptions(n_ctx=args.ctx, n_threads=args.threads or 0, n_gpu_layers=args.gpu_layers)
     try:
-        return Runtime.load(path, args.mtp_model, options)
+        return Runtime.load(path, args.mtp_model, options, check_memory=not args.ignore_memory_check)
+    except NotEnoughMemory as exc:
+        raise CliError(f"{exc}; close other programs, lower --ctx, or pass --ignore-memory-check") from exc
     except (ModelFileError, ModelLoadError) as exc:
         raise CliError(str(exc)) from exc
 

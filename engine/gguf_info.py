@@ -304,6 +304,7 @@ class _Gguf:
     kv: dict[str, _Value]
     tensors: list[_Tensor]
     n_tokens: int | None
+    token_texts: frozenset[bytes]  # the vocabulary as llama.cpp keys it (see _check_tokens)
 
     @property
     def name(self) -> str:
@@ -447,6 +448,7 @@ def _parse(r: _Reader, path: Path) -> _Gguf:
 
     kv: dict[str, _Value] = {}
     n_tokens: int | None = None
+    token_texts: frozenset[bytes] = frozenset()
     for i in range(n_kv):
         key = r.string(f"metadata key {i + 1} of {n_kv}").decode("utf-8", "replace")
         if not key:
@@ -457,9 +459,12 @@ def _parse(r: _Reader, path: Path) -> _Gguf:
         if vtype == _VT.ARRAY:
             item_type = r.u32(f"the value of key {key}")
             count = r.u64(f"the value of key {key}")
-            value: object = _read_array(r, key, item_type, count)
             if key == _TOKENS_KEY and item_type == _VT.STRING:
                 n_tokens = count
+                token_texts = _check_tokens(r, count)
+                value: object = _Array(item_type, count, None)
+            else:
+                value = _read_array(r, key, item_type, count)
         elif vtype == _VT.STRING:
             value = r.string(f"the value of key {key}").decode("utf-8", "replace")
         elif vtype in _SCALARS:
@@ -500,7 +505,7 @@ def _parse(r: _Reader, path: Path) -> _Gguf:
         if end > r.size:
             raise r.truncated(f"tensor {t.name}", end)
         expected += -(-t.n_bytes // alignment) * alignment
-    return _Gguf(path, r.size, kv, [t for t, _ in infos], n_tokens)
+    return _Gguf(path, r.size, kv, [t for t, _ in infos], n_tokens, token_texts)
 
 
 def _read_array(r: _Reader, key: str, item_type: int, count: int) -> _Array:
@@ -509,16 +514,12 @@ def _read_array(r: _Reader, key: str, item_type: int, count: int) -> _Array:
         raise ModelFileError(
             f"{r.name}: key {key} holds nested arrays, which llama.cpp cannot read; the file is damaged"
         )
-    if count > _MAX_ARRAY or (item_type == _VT.STRING and count > _MAX_STRING_ARRAY):
+    if count > _MAX_ARRAY:
         raise ModelFileError(f"{r.name}: key {key} claims an array of {count:,} items; the file is damaged")
     if item_type == _VT.STRING:
-        if r.pos + 8 * count > r.size:  # each string has an 8-byte length: fail before walking
-            raise r.truncated(what, r.pos + 8 * count)
-        if key == _TOKENS_KEY:
-            _check_tokens(r, count)
-        else:
-            for _ in range(count):
-                r.skip(r.string_len(what), what)
+        _check_string_array_fits(r, key, count)
+        for _ in range(count):
+            r.skip(r.string_len(what), what)
         return _Array(item_type, count, None)
     fmt = _SCALARS.get(item_type)
     if fmt is None:
@@ -532,19 +533,35 @@ def _read_array(r: _Reader, key: str, item_type: int, count: int) -> _Array:
     return _Array(item_type, count, items)
 
 
-def _check_tokens(r: _Reader, count: int) -> None:
-    """Walk the vocabulary: llama.cpp aborts the process on a repeated token text."""
+def _check_string_array_fits(r: _Reader, key: str, count: int) -> None:
+    if count > _MAX_STRING_ARRAY:
+        raise ModelFileError(f"{r.name}: key {key} claims an array of {count:,} items; the file is damaged")
+    if r.pos + 8 * count > r.size:  # each string has an 8-byte length: fail before walking
+        raise r.truncated(f"the value of key {key}", r.pos + 8 * count)
+
+
+def _check_tokens(r: _Reader, count: int) -> frozenset[bytes]:
+    """Walk the vocabulary and return its texts as llama.cpp keys them.
+
+    llama.cpp aborts the process on a repeated token text. It reads each text as a C
+    string, so a text ends at its first NUL byte ("ab\0x" and "ab\0y" are both "ab"),
+    and an empty text becomes "[EMPTY_<id>]" (llama_vocab::impl::load).
+    """
+    _check_string_array_fits(r, _TOKENS_KEY, count)
     seen: set[bytes] = set()
     what = f"the value of key {_TOKENS_KEY}"
     for i in range(count):
-        text = r.string(what)
+        raw = r.string(what)
+        text = raw.split(b"\0", 1)[0] or f"[EMPTY_{i}]".encode()
         if text in seen:
             shown = text.decode("utf-8", "replace")[:40]
+            cut = " (llama.cpp reads a token up to its first NUL byte)" if b"\0" in raw else ""
             raise ModelFileError(
-                f"{r.name}: token {i} {shown!r} appears twice in its vocabulary ({_TOKENS_KEY}), "
+                f"{r.name}: token {i} {shown!r} appears twice in its vocabulary ({_TOKENS_KEY}){cut}, "
                 "which makes llama.cpp abort; the file is damaged"
             )
         seen.add(text)
+    return frozenset(seen)
 
 
 def _read_tensor_info(r: _Reader, i: int, n_tensors: int) -> tuple[_Tensor, int]:
@@ -665,6 +682,13 @@ def _model(f: _Gguf) -> _Model:
         raise f.damaged(f"the vocabulary ({_TOKENS_KEY}) is missing")
     if f.n_tokens is None:
         raise f.damaged(f"key {_TOKENS_KEY} has type {_type_name(tokens)}, expected ARRAY of STRING")
+    if f.string("tokenizer.ggml.model") == "llama" and (missing := _missing_byte_tokens(f.token_texts)):
+        # A SentencePiece vocabulary spells text it has no token for byte by byte; llama.cpp
+        # aborts the process (std::out_of_range) at the first such text if a byte has no token.
+        raise f.damaged(
+            f"its SentencePiece vocabulary has no token for byte {missing[0]:#04x} "
+            f"({len(missing)} of 256 bytes missing), which makes llama.cpp abort on text it cannot spell"
+        )
 
     n_expert = f.uint(f"{arch}.expert_count") or 0
     used = f.per_layer(f"{arch}.expert_used_count", n_layer_all, [0] * n_layer_all)
@@ -718,6 +742,11 @@ def _model(f: _Gguf) -> _Model:
         n_ff_exp=f.uint(f"{arch}.expert_feed_forward_length") or 0,
         n_ff_shexp=f.uint(f"{arch}.expert_shared_feed_forward_length") or 0,
     )
+
+
+def _missing_byte_tokens(texts: frozenset[bytes]) -> list[int]:
+    """Bytes llama_vocab::byte_to_token cannot map: neither "<0xXX>" nor the byte itself is a token."""
+    return [b for b in range(256) if f"<0x{b:02X}>".encode() not in texts and (b == 0 or bytes([b]) not in texts)]
 
 
 def _swa_layers(f: _Gguf, arch: str, n_layer_all: int, n_layer: int, n_swa: int) -> list[bool]:

@@ -24,6 +24,8 @@ llama_log = logging.getLogger("stride.llama.cpp")
 
 _init_lock = threading.Lock()
 _initialised = False
+# The first error llama.cpp logs on this thread since the last reset: why a load failed, for the message.
+_errors = threading.local()
 # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error (5 continues the previous line; logged as debug)
 _LOG_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
 
@@ -33,6 +35,8 @@ def _log_callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
     message = text.decode("utf-8", "replace").rstrip()
     if message:
         llama_log.log(_LOG_LEVELS.get(level, logging.DEBUG), message)
+        if level == 4 and getattr(_errors, "first", "") is None:
+            _errors.first = message
 
 
 def init_backend() -> None:
@@ -43,6 +47,14 @@ def init_backend() -> None:
             llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
             llama_cpp.llama_backend_init()
             _initialised = True
+
+
+def _load_reason(logged: str | None) -> str:
+    """llama.cpp's own words for a failed load, without its function-name prefixes."""
+    if not logged:
+        return "no reason given; see the log"
+    reason = logged.split("error loading model: ", 1)[-1]
+    return " ".join(reason.split())
 
 
 class LlamaError(RuntimeError):
@@ -78,11 +90,15 @@ class Model:
 
         callback = llama_cpp.llama_progress_callback(on_progress)
         params.progress_callback = callback
-        ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        _errors.first = None
+        try:
+            ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        finally:
+            reason, _errors.first = _errors.first, ""
         if not ptr:
             if cancelled:
                 raise LoadCancelled(str(path))
-            raise LlamaError(f"llama.cpp could not load {path.name}; see the log for the reason")
+            raise LlamaError(f"llama.cpp could not load {path.name}: {_load_reason(reason)}")
         self.ptr = ptr
         self.path = path
         self.vocab = llama_cpp.llama_model_get_vocab(ptr)

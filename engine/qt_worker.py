@@ -24,7 +24,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from engine.generate import Delta, GenerationParams, PromptTooLong, Reply
 from engine.gguf_info import ModelFileError, ModelInfo
 from engine.llama import LoadCancelled
-from engine.runtime import LoadOptions, ModelLoadError, Runtime
+from engine.runtime import LoadOptions, ModelLoadError, NotEnoughMemory, Runtime
 from engine.stats import ReplyStats
 
 log = logging.getLogger("stride.worker")
@@ -36,6 +36,7 @@ class LoadRequest:
     model_path: Path
     mtp_path: Path | None
     options: LoadOptions
+    check_memory: bool = True  # False once the user chose to load a model too big for free memory
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class EngineWorker(QObject):
     sig_load_progress = Signal(int, float, str)  # request id, fraction, stage
     sig_loaded = Signal(int, object)  # request id, LoadedModel
     sig_load_failed = Signal(int, str, str)  # request id, message, details
+    sig_load_too_big = Signal(int, object)  # request id, NotEnoughMemory: nothing loaded, the GUI asks
     sig_prompt_progress = Signal(int, int, int)  # request id, evaluated, total
     sig_delta = Signal(int, object)  # request id, engine.generate.Delta
     sig_stats = Signal(int, object)  # request id, ReplyStats.snapshot() dict
@@ -100,7 +102,11 @@ class EngineWorker(QObject):
                 request.options,
                 progress=lambda fraction, stage: self.sig_load_progress.emit(request_id, fraction, stage),
                 should_cancel=self._stop.is_set,
+                check_memory=request.check_memory,
             )
+        except NotEnoughMemory as exc:
+            self.sig_load_too_big.emit(request_id, exc)
+            return
         except LoadCancelled:
             self.sig_load_failed.emit(request_id, "Loading was cancelled.", "")
             return

@@ -16,13 +16,35 @@ from typing import Any
 
 from engine import chat
 from engine.generate import GenerationParams, Generator, Reply
-from engine.gguf_info import ModelFileError, ModelInfo, inspect_model
+from engine.gguf_info import (
+    ModelFileError,
+    ModelInfo,
+    estimate_memory,
+    free_memory_bytes,
+    inspect_model,
+    memory_verdict,
+)
 from engine.llama import Context, ContextParams, LlamaError, LoadCancelled, Model
 from engine.mtp import MtpDrafter
 
 
 class ModelLoadError(Exception):
     """Loading failed for a reason the user can act on (the message says how)."""
+
+
+class NotEnoughMemory(Exception):
+    """The model's estimated memory exceeds what is free; nothing was loaded. The caller refuses or asks."""
+
+    def __init__(self, path: Path, needed: int, free: int, n_ctx: int) -> None:
+        gib = 1 << 30
+        super().__init__(
+            f"{path.name} needs about {needed / gib:.1f} GiB at a context of {n_ctx:,} tokens "
+            f"but only {free / gib:.1f} GiB of memory is free"
+        )
+        self.path = path
+        self.needed = needed
+        self.free = free
+        self.n_ctx = n_ctx
 
 
 @dataclass(frozen=True)
@@ -83,10 +105,16 @@ class Runtime:
         *,
         progress: LoadProgress | None = None,
         should_cancel: Callable[[], bool] = lambda: False,
+        check_memory: bool = False,
     ) -> Runtime:
-        """Inspect, then load. Raises ModelFileError, ModelLoadError or LoadCancelled."""
+        """Inspect, then load. Raises ModelFileError, ModelLoadError or LoadCancelled, and with
+        check_memory NotEnoughMemory (before loading anything) when the estimate exceeds free memory."""
         info = inspect_model(path, mtp_path)
         n_ctx = min(options.n_ctx, info.context_length) if info.context_length > 0 else options.n_ctx
+        if check_memory:
+            needed, free = estimate_memory(info, n_ctx).total, free_memory_bytes()
+            if memory_verdict(needed, free) == "wont_fit":
+                raise NotEnoughMemory(path, needed, free, n_ctx)
         separate = info.mtp_weights == "separate"
         trunk_done = 0.75 if separate else 0.95  # progress fraction when the trunk file is loaded
 
@@ -197,4 +225,12 @@ def _load_model(path: Path, load_mtp: bool, options: LoadOptions, progress: Call
     return Model(path, load_mtp=load_mtp, n_gpu_layers=options.n_gpu_layers, progress=progress)
 
 
-__all__ = ["ChatPrompt", "LoadCancelled", "LoadOptions", "ModelFileError", "ModelLoadError", "Runtime"]
+__all__ = [
+    "ChatPrompt",
+    "LoadCancelled",
+    "LoadOptions",
+    "ModelFileError",
+    "ModelLoadError",
+    "NotEnoughMemory",
+    "Runtime",
+]

@@ -238,46 +238,9 @@ def write_step35(
     or a file that declares heads but ships none of their weights.
     """
     n_mtp = shape.n_mtp if declare_mtp else 0
-    n_layer_all = shape.n_layer + n_mtp
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".part")
-    writer = gguf.GGUFWriter(str(tmp), ARCH)
-    writer.add_name(name)
-    writer.add_context_length(shape.context_length)
-    writer.add_embedding_length(shape.n_embd)
-    writer.add_block_count(n_layer_all)
-    writer.add_feed_forward_length(shape.n_ff)
-    writer.add_head_count([shape.n_head] * n_layer_all)
-    writer.add_head_count_kv([shape.n_head_kv] * n_layer_all)
-    writer.add_key_length(shape.head_dim)
-    writer.add_value_length(shape.head_dim)
-    writer.add_rope_dimension_count(shape.head_dim)
-    writer.add_rope_freq_base(10000.0)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_sliding_window(shape.n_swa)
-    writer.add_sliding_window_pattern([shape.is_swa(i) for i in range(n_layer_all)])
-    writer.add_expert_count(0)
-    writer.add_expert_used_count(0)
-    writer.add_expert_feed_forward_length(shape.n_ff)
-    writer.add_leading_dense_block_count(n_layer_all)
-    if n_mtp:
-        writer.add_nextn_predict_layers(n_mtp)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype is np.float32 else gguf.LlamaFileType.MOSTLY_F16)
-
-    writer.add_tokenizer_model("llama")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(list(vocab.tokens))
-    writer.add_token_scores(
-        [0.0 if t != int(gguf.TokenType.NORMAL) else float(len(tok)) for tok, t in zip(vocab.tokens, vocab.types)]
-    )
-    writer.add_token_types(list(vocab.types))
-    writer.add_bos_token_id(vocab.bos)
-    writer.add_eos_token_id(vocab.eos)
-    writer.add_unk_token_id(0)
-    writer.add_add_bos_token(True)
-    writer.add_add_eos_token(False)
-    if chat_template is not None:
-        writer.add_chat_template(chat_template)
+    writer = step35_writer(tmp, shape, vocab, name=name, n_mtp=n_mtp, dtype=dtype, chat_template=chat_template)
     for key, value in (extra_kv or {}).items():
         if isinstance(value, str):
             writer.add_string(key, value)
@@ -323,3 +286,55 @@ def write_step35(
     writer.close()
     tmp.replace(path)
     return path
+
+
+def step35_writer(
+    path: Path,
+    shape: StepShape,
+    vocab: Vocab,
+    *,
+    name: str,
+    n_mtp: int,
+    dtype: type[np.floating] = np.float32,
+    chat_template: str | None = STEP_LIKE_TEMPLATE,
+) -> gguf.GGUFWriter:
+    """A GGUF writer holding a Step3.5 model's metadata; the caller adds the tensors and writes."""
+    n_layer_all = shape.n_layer + n_mtp
+    writer = gguf.GGUFWriter(str(path), ARCH)
+    writer.add_name(name)
+    writer.add_context_length(shape.context_length)
+    writer.add_embedding_length(shape.n_embd)
+    writer.add_block_count(n_layer_all)
+    writer.add_feed_forward_length(shape.n_ff)
+    writer.add_head_count([shape.n_head] * n_layer_all)
+    writer.add_head_count_kv([shape.n_head_kv] * n_layer_all)
+    writer.add_key_length(shape.head_dim)
+    writer.add_value_length(shape.head_dim)
+    writer.add_rope_dimension_count(shape.head_dim)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_sliding_window(shape.n_swa)
+    writer.add_sliding_window_pattern([shape.is_swa(i) for i in range(n_layer_all)])
+    writer.add_expert_count(0)
+    writer.add_expert_used_count(0)
+    writer.add_expert_feed_forward_length(shape.n_ff)
+    writer.add_leading_dense_block_count(n_layer_all)
+    if n_mtp:
+        writer.add_nextn_predict_layers(n_mtp)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype is np.float32 else gguf.LlamaFileType.MOSTLY_F16)
+
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(list(vocab.tokens))
+    writer.add_token_scores(
+        [0.0 if t != int(gguf.TokenType.NORMAL) else float(len(tok)) for tok, t in zip(vocab.tokens, vocab.types)]
+    )
+    writer.add_token_types(list(vocab.types))
+    writer.add_bos_token_id(vocab.bos)
+    writer.add_eos_token_id(vocab.eos)
+    writer.add_unk_token_id(0)
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(False)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
+    return writer

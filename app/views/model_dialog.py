@@ -536,18 +536,20 @@ class ModelPickerDialog(QDialog):
         if outcome is None or outcome.info is None or outcome.estimate is None:
             return  # called before the file was read, or after an error: Load is disabled then
         needed, free = outcome.estimate.total, outcome.free
-        if memory_verdict(needed, free) == "wont_fit" and not self._confirm_too_big(needed, free):
+        if memory_verdict(needed, free) == "wont_fit" and not confirm_too_big(self, needed, free):
             return
         super().accept()
 
-    def _confirm_too_big(self, needed: int, free: int) -> bool:
-        answer = QMessageBox.question(
-            self,
-            "Load anyway?",
-            f"This model needs about {format_bytes(needed)} but only "
-            f"{format_bytes(free)} of memory is free. Loading it may make the computer swap heavily, "
-            "or the system may stop Stride.\n\nLoad anyway?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No,
-        )
-        return answer == QMessageBox.StandardButton.Yes
+
+def confirm_too_big(parent: QWidget | None, needed: int, free: int) -> bool:
+    """Ask before loading a model whose estimate exceeds free memory; No is the default."""
+    answer = QMessageBox.question(
+        parent,
+        "Load anyway?",
+        f"This model needs about {format_bytes(needed)} but only "
+        f"{format_bytes(free)} of memory is free. Loading it may make the computer swap heavily, "
+        "or the system may stop Stride.\n\nLoad anyway?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes

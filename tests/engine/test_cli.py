@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,10 @@ from typing import Any
 
 import pytest
 
-from engine import cli
+from engine import cli, runtime
+from tests.fixtures import builders
+from tests.fixtures.builders import HUGE_SHAPE
+from tests.fixtures.malformed import malformed_models
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,27 +133,18 @@ def test_bench_json_is_a_list_per_depth_and_repeat(oracle_gguf: Path) -> None:
     assert all(d["n_predicted"] == 16 for d in data)
 
 
-def _bad_files(tmp: Path, oracle: Path, split: tuple[Path, Path]) -> dict[str, list[str]]:
-    text = tmp / "notes.gguf"
-    text.write_text("just some text, not a model\n")
-    empty = tmp / "empty.gguf"
-    empty.write_bytes(b"")
-    truncated = tmp / "truncated.gguf"
-    truncated.write_bytes(oracle.read_bytes()[: oracle.stat().st_size // 2])
-    header_cut = tmp / "header.gguf"
-    header_cut.write_bytes(oracle.read_bytes()[:200])
-    random = tmp / "random.gguf"
-    random.write_bytes(os.urandom(4096))
+def _bad_inputs(tmp: Path, oracle: Path) -> dict[str, list[str]]:
     base = ["generate", "--prompt", "x", "--max-tokens", "3"]
+    models = malformed_models(tmp / "models")
+    cases = {
+        name: [*base, "--model", str(model), *(["--mtp-model", str(mtp)] if mtp else [])]
+        for name, (model, mtp) in models.items()
+    }
+    truncated = models["truncated-in-tensor-data"][0]
     return {
+        **cases,
         "missing": [*base, "--model", str(tmp / "nope.gguf")],
-        "text": [*base, "--model", str(text)],
-        "empty": [*base, "--model", str(empty)],
-        "truncated": [*base, "--model", str(truncated)],
-        "header-cut": [*base, "--model", str(header_cut)],
-        "random": [*base, "--model", str(random)],
         "directory": [*base, "--model", str(tmp)],
-        "mtp-only-as-main": [*base, "--model", str(split[1])],
         "inspect-truncated": ["inspect", str(truncated)],
         "bad-depth": [*base, "--model", str(oracle), "--mtp-depth", "-1"],
         "bad-temperature": [*base, "--model", str(oracle), "--temperature", "hot"],
@@ -162,10 +157,8 @@ def _bad_files(tmp: Path, oracle: Path, split: tuple[Path, Path]) -> dict[str, l
     }
 
 
-def test_every_bad_input_exits_2_with_one_error_line(
-    tmp_path: Path, oracle_gguf: Path, split_pair: tuple[Path, Path]
-) -> None:
-    for name, args in _bad_files(tmp_path, oracle_gguf, split_pair).items():
+def test_every_bad_input_exits_2_with_one_error_line(tmp_path: Path, oracle_gguf: Path) -> None:
+    for name, args in _bad_inputs(tmp_path, oracle_gguf).items():
         proc = run_cli(*args)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2, (name, proc.stderr)
@@ -176,10 +169,24 @@ def test_every_bad_input_exits_2_with_one_error_line(
 def test_model_bigger_than_free_memory_is_refused(
     oracle_gguf: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "free_memory_bytes", lambda: 1024)
+    monkeypatch.setattr(runtime, "free_memory_bytes", lambda: 1024)
     args = ["generate", "--model", str(oracle_gguf), "--prompt", "x", "--max-tokens", "2", "--threads", "1", "--json"]
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--ignore-memory-check" in err
     assert cli.main([*args, "--ignore-memory-check"]) == 0
     assert json.loads(capsys.readouterr().out)["n_predicted"] == 2
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs sparse files: the header declares 546 GB")
+def test_a_header_declaring_a_huge_model_is_refused_before_loading(tmp_path: Path) -> None:
+    huge = builders.declared_only(tmp_path / "huge.gguf", HUGE_SHAPE)
+    info = run_json("inspect", str(huge), "--ctx", "8192")
+    assert info["estimated_memory_bytes"] > 500 * 1024**3 and info["file_bytes"] > 500 * 1024**3
+    proc = run_cli("generate", "--model", str(huge), "--prompt", "x", "--ctx", "8192")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert re.fullmatch(
+        r"error: huge\.gguf needs about \d+\.\d GiB at a context of 8,192 tokens but only \d+\.\d GiB of memory "
+        r"is free; close other programs, lower --ctx, or pass --ignore-memory-check\n",
+        proc.stderr,
+    ), proc.stderr

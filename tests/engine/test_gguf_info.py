@@ -25,50 +25,16 @@ from engine.gguf_info import (
     memory_verdict,
 )
 from tests.fixtures import builders
+from tests.fixtures.builders import patch_kv, tiny
 from tests.sdist import read_sdist_member
 
 MiB = 1 << 20
-
-
-def tiny(
-    path: Path,
-    *,
-    vocab: synth.Vocab | None = None,
-    n_embd: int = 32,
-    dtype: type[np.floating] = np.float32,
-    trunk: bool = True,
-    mtp: bool = True,
-    declare_mtp: bool = True,
-) -> Path:
-    """A small Step3.5 file (a few hundred KB) for tests that copy or damage it many times."""
-    v = vocab or builders.vocab()
-    s = synth.StepShape(n_vocab=len(v), n_embd=n_embd, n_layer=2, n_head=2, n_head_kv=1, n_ff=32)
-    table = np.full((len(v), n_embd), 0.01, np.float32)
-    weights = synth.StepWeights(
-        token_embd=table,
-        output_norm=np.ones(n_embd, np.float32),
-        output=table,
-        blocks=[synth.zero_block(s) for _ in range(s.n_layer)],
-        heads=[synth.lookup_head(s, table, range(len(v)), 1.0) for _ in range(s.n_mtp)],
-    )
-    return synth.write_step35(
-        path, s, v, weights, name=path.stem, dtype=dtype, trunk=trunk, mtp=mtp, declare_mtp=declare_mtp
-    )
 
 
 def sections(path: Path) -> tuple[int, int, int]:
     """Where the metadata, the tensor directory and the tensor data start, per gguf's own reader."""
     reader = gguf.GGUFReader(path)
     return 24, reader.tensors[0].field.offset, reader.data_offset
-
-
-def patch_kv(path: Path, key: str, vtype: gguf.GGUFValueType, value: bytes) -> None:
-    """Rewrite a scalar key's type and value in place (same byte length)."""
-    data = bytearray(path.read_bytes())
-    name = struct.pack("<Q", len(key)) + key.encode()
-    at = data.index(name) + len(name)
-    data[at : at + 4 + len(value)] = struct.pack("<I", vtype) + value
-    path.write_bytes(bytes(data))
 
 
 def error_of(path: Path, mtp_path: Path | None = None) -> ModelFileError:
@@ -393,6 +359,33 @@ def test_duplicate_tokens_are_damage(tmp_path: Path) -> None:
     tokens[-1] = tokens[-2]
     err = error_of(tiny(tmp_path / "model.gguf", vocab=synth.Vocab(tuple(tokens), v.types)))
     assert "appears twice in its vocabulary" in str(err) and repr(tokens[-2]) in str(err)
+
+
+def test_tokens_equal_up_to_a_nul_byte_are_duplicates(tmp_path: Path) -> None:
+    """Found by the fuzzer: llama.cpp keys tokens as C strings, so "x\\0a" and "x\\0b" are both "x"
+    (GGML_ASSERT in llama-vocab.cpp). An empty text becomes "[EMPTY_<id>]", which must not clash either."""
+    v = builders.vocab()
+    tokens = list(v.tokens)
+    tokens[-2], tokens[-1] = "kilo\0one", "kilo\0two"
+    err = error_of(tiny(tmp_path / "nul.gguf", vocab=synth.Vocab(tuple(tokens), v.types)))
+    assert "'kilo' appears twice" in str(err) and "first NUL byte" in str(err)
+    tokens = list(v.tokens)
+    tokens[-2], tokens[-1] = "", f"[EMPTY_{len(tokens) - 2}]"
+    assert "appears twice" in str(error_of(tiny(tmp_path / "empty.gguf", vocab=synth.Vocab(tuple(tokens), v.types))))
+
+
+def test_sentencepiece_vocabulary_must_spell_every_byte(tmp_path: Path) -> None:
+    """Found by the fuzzer: with a byte that has neither a <0xXX> token nor a one-character token,
+    llama.cpp's SentencePiece tokenizer throws std::out_of_range through its C API and the process
+    aborts at the first text that needs that byte."""
+    v = builders.vocab()
+    tokens = list(v.tokens)
+    tokens[v.byte_id(0x0A)] = "<0x0A-renamed>"
+    err = error_of(tiny(tmp_path / "model.gguf", vocab=synth.Vocab(tuple(tokens), v.types)))
+    assert "no token for byte 0x0a (1 of 256 bytes missing)" in str(err)
+    # A one-character token stands in for its byte, as in llama_vocab::byte_to_token.
+    tokens[v.byte_id(ord("A"))] = "<0x41-renamed>"
+    assert "byte 0x0a" in str(error_of(tiny(tmp_path / "model.gguf", vocab=synth.Vocab(tuple(tokens), v.types))))
 
 
 def test_misplaced_tensor_offset_is_damage(tmp_path: Path) -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
+import gguf
 import pytest
 
 from engine.generate import GenerationParams
+from engine.gguf_info import inspect_model
 from engine.llama import LoadCancelled
-from engine.runtime import LoadOptions, Runtime
+from engine.runtime import LoadOptions, ModelLoadError, Runtime
 from tests.engine.test_lossless import PROMPT
+from tests.fixtures.builders import tiny
 
 
 def test_split_trunk_and_mtp_files_match_one_file(
@@ -68,3 +72,22 @@ def test_loading_reports_progress_and_can_be_cancelled(live_gguf: Path) -> None:
     runtime = Runtime.load(live_gguf, None, LoadOptions(n_threads=1), progress=lambda f, s: done.append((f, s)))
     runtime.close()
     assert done[-1] == (1.0, "Ready") and [f for f, _ in done] == sorted(f for f, _ in done)
+
+
+def test_a_file_llama_cpp_refuses_says_why_in_one_line(tmp_path: Path) -> None:
+    """A shape only llama.cpp checks: its own reason reaches the message, not just "see the log"."""
+    path = tiny(tmp_path / "model.gguf")
+    embd = gguf.GGUFReader(path).tensors[0]
+    assert embd.name == "token_embd.weight"
+    dims_at = embd.field.offset + 8 + len(embd.name) + 4  # after the name and the dimension count
+    data = bytearray(path.read_bytes())
+    rows, cols = struct.unpack_from("<QQ", data, dims_at)
+    struct.pack_into("<QQ", data, dims_at, cols, rows)  # same size, transposed: inspect_model cannot tell
+    path.write_bytes(bytes(data))
+    inspect_model(path)
+    with pytest.raises(ModelLoadError) as failure:
+        Runtime.load(path, None, LoadOptions(n_threads=1))
+    message = str(failure.value)
+    assert "\n" not in message
+    assert message.startswith("model.gguf: llama.cpp could not load model.gguf: check_tensor_dims: tensor ")
+    assert "'token_embd.weight' has wrong shape" in message

@@ -126,9 +126,10 @@ def assert_laid_out_exactly(view: TranscriptView) -> None:
 # Performance -------------------------------------------------------------------------------
 
 
-def test_5000_messages_open_under_a_second_and_scroll_to_the_top(
-    qtbot: QtBot, builds: Counter[int], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def test_5000_messages_open_virtualised_and_scroll_to_the_top(
+    qtbot: QtBot, builds: Counter[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """How fast is benchmarks/open_conversation.py's job; this checks the work done is bounded."""
     messages = conversation(5000)
     model = TranscriptModel()
     view = TranscriptView(model)
@@ -142,31 +143,22 @@ def test_5000_messages_open_under_a_second_and_scroll_to_the_top(
         original_paint(self, painter, option, index)
 
     monkeypatch.setattr(TranscriptDelegate, "paint", paint)
+    changed: list[int] = []
+    model.dataChanged.connect(lambda first, _last, _roles=(): changed.append(first.row()))
 
-    start = time.perf_counter()
-    model.set_messages(messages)
-    for row, message in enumerate(messages):  # as the controller opens a conversation
-        if message.role == "assistant":
-            model.set_summary(row, "41.8 tok/s · 96 tokens")
+    summaries = {row: "41.8 tok/s · 96 tokens" for row, m in enumerate(messages) if m.role == "assistant"}
+    model.set_messages(messages, summaries)  # as the controller opens a conversation
     view.show()
     view.scrollToBottom()
     QApplication.processEvents()
-    qtbot.waitUntil(lambda: bool(painted), timeout=1000)
-    opened = time.perf_counter() - start
+    qtbot.waitUntil(lambda: bool(painted), timeout=5000)
+    assert changed == []  # one model reset, not a re-layout per reply summary
+    assert model.state(1).summary == "41.8 tok/s · 96 tokens"
 
     painted.clear()
-    start = time.perf_counter()
     view.scrollToTop()
     QApplication.processEvents()
-    qtbot.waitUntil(lambda: 0 in painted, timeout=1000)
-    to_top = time.perf_counter() - start
-    with capsys.disabled():
-        print(
-            f"\n5,000 messages: opened in {opened * 1000:.0f} ms, scrolled to the top in {to_top * 1000:.0f} ms, "
-            f"{sum(builds.values())} rows laid out"
-        )
-    assert opened < 1.0
-    assert to_top < 1.0
+    qtbot.waitUntil(lambda: 0 in painted, timeout=5000)
     # It opened at the latest message, then showed the first one, exactly laid out.
     assert view.visualRect(model.index(0)).top() == 0
     assert_laid_out_exactly(view)
@@ -178,13 +170,10 @@ def test_scrolling_through_a_long_conversation_keeps_rows_exact(make_view: Any, 
     _, view = make_view(conversation(2000))
     bar = view.verticalScrollBar()
     view.scrollToTop()
-    start = time.perf_counter()
     for _ in range(60):
         bar.setValue(bar.value() + 150)
         QApplication.processEvents()
         assert_laid_out_exactly(view)
-    per_step = (time.perf_counter() - start) / 60
-    assert per_step < 0.1, f"{per_step * 1000:.0f} ms per scroll step"
     assert len(builds) < 200  # the rows passed by, not the conversation
 
 

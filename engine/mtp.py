@@ -21,6 +21,7 @@ from engine.llama import Context, Sampler
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 DRAFT_TOP_K = 10  # p_min is measured over the top 10 candidates, as llama.cpp does
+LAZY_ROWS = 64  # confirmed positions a head may fall behind before it catches up on its own
 
 
 @dataclass
@@ -34,12 +35,16 @@ class Draft:
 class MtpDrafter:
     """Owns the draft context's state for one sequence.
 
-    Unlike llama.cpp's driver, which runs a separate catch-up call per head over the
-    whole verification batch (rejected drafts included), confirmed positions wait in
-    `_tokens`/`_hidden` and each head catches up inside its next draft call: the
-    confirmed rows and the new draft rows are contiguous positions, so a head costs one
-    decode per step instead of two, and rejected drafts are never decoded again.
+    llama.cpp's driver runs a separate catch-up call per head over the whole verification
+    batch (rejected drafts included), then the draft call. Here confirmed positions wait in
+    a queue and each head catches up lazily, inside its next draft call: the positions it
+    has not seen and the new draft rows are contiguous, so a drafting head costs one decode
+    per step, rejected drafts are never decoded again, and heads the depth does not use
+    cost nothing until they are needed again (auto depth, p_min, a deeper setting). The
+    queue is bounded: past LAZY_ROWS unseen positions, lagging heads catch up in one call.
     """
+
+    lazy = True  # test hook: False catches every head up at every step, as before
 
     def __init__(self, draft: Context, n_heads: int) -> None:
         self.ctx = draft
@@ -47,22 +52,37 @@ class MtpDrafter:
         self.n_embd = draft.n_embd
         # Trunk hidden state at the position just before the next token to pair with.
         self.pending_h: F32 = np.zeros(self.n_embd, dtype=np.float32)
-        self.valid_upto = 0  # draft KV holds positions [0, valid_upto) for every head
-        # Confirmed positions valid_upto.. not yet seen by the heads, each token paired with
-        # the trunk's hidden row of the position before it.
+        # Head h's KV holds positions [0, _seen[h]).
+        self._seen = [0] * n_heads
+        # Confirmed positions _queue_start.. that some head has not seen, each token paired
+        # with the trunk's hidden row of the position before it.
+        self._queue_start = 0
         self._tokens: list[int] = []
         self._hidden: list[F32] = []
+        self._max_queue = max(1, min(LAZY_ROWS, draft.n_batch - n_heads - 1))
+
+    @property
+    def valid_upto(self) -> int:
+        """Every head's KV holds positions [0, valid_upto)."""
+        return min(self._seen, default=0)
+
+    @property
+    def _end(self) -> int:
+        return self._queue_start + len(self._tokens)
 
     def reset(self) -> None:
         self.ctx.clear()
         self.pending_h = np.zeros(self.n_embd, dtype=np.float32)
-        self.valid_upto = 0
+        self._seen = [0] * self.n_heads
+        self._queue_start = 0
         self._tokens, self._hidden = [], []
 
     def rollback(self, pos: int) -> None:
         self.ctx.remove_from(pos)
-        self.valid_upto = min(self.valid_upto, pos)
-        keep = max(pos - self.valid_upto, 0)
+        self._seen = [min(seen, pos) for seen in self._seen]
+        if pos < self._queue_start:  # every head had seen up to there: nothing left to queue
+            self._queue_start = pos
+        keep = pos - self._queue_start
         del self._tokens[keep:], self._hidden[keep:]
 
     def catch_up(self, tokens: list[int], pos0: int, hidden: F32) -> None:
@@ -79,37 +99,47 @@ class MtpDrafter:
     def confirm(self, tokens: list[int], pos0: int, hidden: F32) -> None:
         """Positions pos0.. now hold `tokens` in the trunk; hidden[i] is its state at pos0+i."""
         n = len(tokens)
-        assert pos0 == self.valid_upto + len(self._tokens), "confirmed positions must be contiguous"
+        assert pos0 == self._end, "confirmed positions must be contiguous"
         self._tokens.extend(tokens)
         self._hidden.append(self.pending_h)
         self._hidden.extend(hidden[: n - 1])
         self.pending_h = hidden[n - 1].copy()
-        if len(self._tokens) + self.n_heads + 1 > self.ctx.n_batch:
-            # A long run without drafting (auto depth at Off): the next draft call must fit a batch.
-            self.flush()
+        if len(self._tokens) > self._max_queue:
+            self.flush()  # the next draft call must still fit a batch
 
     def flush(self) -> None:
         """Catch every head up on the confirmed positions it has not seen yet."""
-        while self._tokens:
-            n = min(len(self._tokens), self.ctx.n_batch)
-            self._run_heads(range(self.n_heads), self._tokens[:n], np.asarray(self._hidden[:n], dtype=np.float32))
-            self.valid_upto += n
-            del self._tokens[:n], self._hidden[:n]
-
-    def _run_heads(self, heads: range, tokens: list[int], hidden: F32) -> None:
         try:
-            for head in heads:
-                # Cells are per position across all head layers: clear the batch's positions
-                # so this head writes its own layer's K/V there (llama.cpp PR 24340).
-                self.ctx.remove_from(self.valid_upto)
-                self.ctx.select_head(head)
-                self.ctx.decode(tokens, self.valid_upto, outputs="none", hidden=hidden)
+            for head in range(self.n_heads):
+                while self._seen[head] < self._end:
+                    start = self._seen[head]
+                    n = min(self._end - start, self.ctx.n_batch)
+                    self._decode_head(head, start, n, [], np.empty((0, self.n_embd), np.float32), outputs="none")
         finally:
             self.ctx.select_head(0)
+        self._trim_queue()
 
-    def _done(self) -> None:
-        self.valid_upto += len(self._tokens)
-        self._tokens, self._hidden = [], []
+    def _decode_head(
+        self, head: int, start: int, n_queued: int, extra: list[int], extra_rows: F32, outputs: str
+    ) -> None:
+        """Run head `head` over queued positions start..start+n_queued, then the extra (draft) rows.
+
+        Cells are per position across all head layers: clear the positions first so this head
+        writes its own layer's K/V there (llama.cpp PR 24340).
+        """
+        i = start - self._queue_start
+        tokens = [*self._tokens[i : i + n_queued], *extra]
+        rows = np.asarray([*self._hidden[i : i + n_queued], *extra_rows], dtype=np.float32).reshape(-1, self.n_embd)
+        self.ctx.remove_from(start)
+        self.ctx.select_head(head)
+        self.ctx.decode(tokens, start, outputs=outputs, hidden=rows)
+        self._seen[head] = start + n_queued
+
+    def _trim_queue(self) -> None:
+        drop = self.valid_upto - self._queue_start
+        if drop > 0:
+            del self._tokens[:drop], self._hidden[:drop]
+            self._queue_start += drop
 
     def draft(self, last: int, pos0: int, depth: int, p_min: float, sampler: Sampler | None = None) -> Draft:
         """Draft up to `depth` tokens after `last` (at pos0), one head per token.
@@ -118,30 +148,22 @@ class MtpDrafter:
         drawn from the head's distribution shaped like the target's (probabilistic drafting).
         Each head's call also covers the confirmed positions it has not seen yet.
         """
-        n_old = len(self._tokens)
-        assert pos0 == self.valid_upto + n_old, "draft must start right after the confirmed positions"
-        rows = np.empty((n_old + depth + 1, self.n_embd), dtype=np.float32)
-        if n_old:
-            rows[:n_old] = self._hidden
-        rows[n_old] = self.pending_h
+        end = self._end
+        assert pos0 == end, "draft must start right after the confirmed positions"
+        chain = np.empty((depth + 1, self.n_embd), dtype=np.float32)
+        chain[0] = self.pending_h
         tokens: list[int] = []
         probs: list[float] = []
         dists: list[F64] = []
-        heads_run = 0
         try:
             for head in range(depth):
-                # Each head rebuilds its own layer's KV from the first unseen position on.
-                self.ctx.remove_from(self.valid_upto)
-                self.ctx.select_head(head)
-                last_row = n_old + head
-                self.ctx.decode(
-                    [*self._tokens, last, *tokens], self.valid_upto, outputs="last", hidden=rows[: last_row + 1]
-                )
-                heads_run += 1
+                start = self._seen[head]
+                self._decode_head(head, start, end - start, [last, *tokens], chain[: head + 1], outputs="last")
+                logits = self.ctx.logits(end - start + head)
                 if sampler is None:
-                    token, prob = top_candidate(self.ctx.logits(last_row))
+                    token, prob = top_candidate(logits)
                 else:
-                    dist = sampler.distribution(self.ctx.logits(last_row))
+                    dist = sampler.distribution(logits)
                     token = sampler.draw(dist)
                     prob = float(dist[token])
                     dists.append(dist)
@@ -149,13 +171,12 @@ class MtpDrafter:
                     break
                 tokens.append(token)
                 probs.append(prob)
-                rows[last_row + 1] = self.ctx.hidden_row(last_row)
+                chain[head + 1] = self.ctx.hidden_row(end - start + head)
         finally:
             self.ctx.select_head(0)
-        if n_old:
-            # Heads that drafted nothing this step still need the confirmed positions.
-            self._run_heads(range(heads_run, self.n_heads), self._tokens, rows[:n_old])
-        self._done()
+        if not self.lazy:
+            self.flush()
+        self._trim_queue()
         return Draft(tokens, probs, dists[: len(tokens)] if sampler is not None else None)
 
 

@@ -1,0 +1,94 @@
+"""Heads the depth does not use catch up lazily, and draft exactly as if they never fell behind.
+
+The fixture's heads attend over their own KV cache (builders.context_block), so a head that
+missed or garbled positions drafts other tokens. Lazy catch-up must give the same drafts,
+step for step, as catching every head up at every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.generate import AUTO, GenerationParams
+from engine.mtp import Draft, MtpDrafter
+from engine.runtime import Runtime
+from tests.engine.test_autodepth import ScriptedTuner
+from tests.engine.test_lossless import PROMPT
+from tests.fixtures import builders
+
+CONTEXT_STRENGTH = 10.0  # heads still agree often (~85 % at depth 1), but not always
+
+
+@pytest.fixture(scope="module")
+def context_heads_gguf(fixture_dir: Path) -> Path:
+    return builders.build_context_heads(fixture_dir / "context-heads.gguf", builders.oracle(), CONTEXT_STRENGTH)
+
+
+@pytest.fixture
+def runtime(load: Callable[..., Runtime], context_heads_gguf: Path) -> Iterator[Runtime]:
+    yield load(context_heads_gguf)
+
+
+def recorded_drafts(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    drafts: list[tuple[int, ...]] = []
+    original = MtpDrafter.draft
+
+    def recording(self: MtpDrafter, *args: object, **kw: object) -> Draft:
+        draft = original(self, *args, **kw)  # type: ignore[arg-type]
+        drafts.append(tuple(draft.tokens))
+        return draft
+
+    monkeypatch.setattr(MtpDrafter, "draft", recording)
+    return drafts
+
+
+def conversation(runtime: Runtime, depths: list[int | str], scripted: bool) -> list[list[int]]:
+    """Replies to a growing prompt, one per depth, reusing the KV caches between them."""
+    runtime.generator.reset()
+    if scripted:
+        runtime.generator._tuner = ScriptedTuner(3)
+    prompt = runtime.tokenize(PROMPT)
+    replies = []
+    for depth in depths:
+        reply = runtime.generate(prompt, GenerationParams(max_tokens=150, mtp_depth=depth))
+        replies.append(reply.token_ids)
+        prompt = prompt + reply.token_ids + runtime.tokenize(" again")[1:]
+    return replies
+
+
+@pytest.mark.parametrize(
+    ("depths", "scripted"),
+    [([1, 3], False), ([2, 1, 3], False), ([AUTO, AUTO], True)],
+    ids=["depth 1 then 3", "2, 1, then 3", "auto: probes and depth changes"],
+)
+def test_lazy_heads_draft_what_eager_heads_draft(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, depths: list[int | str], scripted: bool
+) -> None:
+    drafts = recorded_drafts(runtime, monkeypatch)
+    monkeypatch.setattr(MtpDrafter, "lazy", False)
+    eager_replies = conversation(runtime, depths, scripted)
+    eager = list(drafts)
+    drafts.clear()
+    monkeypatch.setattr(MtpDrafter, "lazy", True)
+    lazy_replies = conversation(runtime, depths, scripted)
+    assert lazy_replies == eager_replies
+    assert drafts == eager
+
+
+def test_the_fixture_heads_depend_on_their_kv_cache(runtime: Runtime) -> None:
+    """Without this the test above could not tell a head that missed positions."""
+    prompt = runtime.tokenize(PROMPT)
+    reply = runtime.generate(prompt, GenerationParams(max_tokens=40, mtp_depth=3))
+    drafter = runtime.generator.drafter
+    assert drafter is not None
+    end, last = len(runtime.generator.cached), reply.token_ids[-1]
+    drafter.draft(last, end, 1, 0.0)
+    informed = drafter.ctx.logits(0).copy()
+    drafter.rollback(end)
+    drafter.ctx.remove_from(0)  # the heads forget every earlier position
+    drafter.draft(last, end, 1, 0.0)
+    assert np.abs(drafter.ctx.logits(0) - informed).max() > 1.0

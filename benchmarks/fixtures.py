@@ -36,6 +36,7 @@ class Spec:
     disagree: float  # fraction of tokens on which each head disagrees with the trunk
     shift: float | None = None  # from reply token SHIFT_AT on, this fraction instead
     quant: str | None = None  # quantized from the f16 fixture of the same disagreement by llama-quantize
+    logit_gap: float = LOGIT_GAP  # how far the best token's logit stands above the rest
 
 
 CATALOGUE = {
@@ -46,6 +47,9 @@ CATALOGUE = {
     "shift-down": Spec(0.02, shift=0.8),  # heads agree, then stop agreeing, in the middle of a reply
     "shift-up": Spec(0.8, shift=0.02),
     "q8": Spec(0.1, quant="Q8_0"),
+    # Spread distributions at temperature 0.8 (top token about half the top-40 mass): for
+    # comparing greedy and probabilistic drafting.
+    "soft": Spec(0.1, logit_gap=3.0),
 }
 
 
@@ -62,7 +66,7 @@ def fixture_path(name: str, quantize_tool: str | None = None) -> Path:
         return path
     path = CACHE / f"bench-{name}-f16.gguf"
     if not path.exists():
-        build(path, disagree=spec.disagree, shift=spec.shift)
+        build(path, disagree=spec.disagree, shift=spec.shift, logit_gap=spec.logit_gap)
     return path
 
 
@@ -81,6 +85,7 @@ def build(
     dtype: str = "f16",
     seed: int = 5,
     shift: float | None = None,
+    logit_gap: float = LOGIT_GAP,
 ) -> Path:
     """Write the fixture; heads 1-3 each disagree with the trunk on `disagree` of all tokens.
 
@@ -118,17 +123,18 @@ def build(
             later = set(rng.choice(len(vocab), size=round(shift * len(vocab)), replace=False).tolist())
             wrong = (wrong & first_part) | (later - first_part)
         table = [succ[succ[t]] if t in wrong else succ[t] for t in range(len(vocab))]
-        heads.append(synth.lookup_head(shape, embd, table, LOGIT_GAP))
+        heads.append(synth.lookup_head(shape, embd, table, logit_gap))
     weights = synth.StepWeights(
         token_embd=embd,
         output_norm=np.ones(n_embd, dtype=np.float32),
-        output=synth.readout(embd, succ, LOGIT_GAP),
+        output=synth.readout(embd, succ, logit_gap),
         blocks=[synth.zero_block(shape) for _ in range(n_layer)],
         heads=heads,
     )
     np_dtype = np.float16 if dtype == "f16" else np.float32
     then = f"-then{shift:g}" if shift is not None else ""
-    name = f"bench-{n_layer}L-{n_embd}-disagree{disagree:g}{then}-{dtype}"
+    gap = f"-gap{logit_gap:g}" if logit_gap != LOGIT_GAP else ""
+    name = f"bench-{n_layer}L-{n_embd}-disagree{disagree:g}{then}{gap}-{dtype}"
     return synth.write_step35(path, shape, vocab, weights, name=name, dtype=np_dtype, chat_template=None)
 
 

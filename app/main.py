@@ -3,7 +3,9 @@
 `stride --self-test [--model FILE] [--mtp-depth D] [--out FILE]` opens the real
 window, loads the model (default: the built-in demo), types a prompt and clicks
 Send exactly as a user would, waits for the reply and prints one JSON line:
-ok, n_predicted, tokens_per_second, acceptance, max_ui_stall_ms, screenshot.
+ok, n_predicted, tokens_per_second, acceptance, max_ui_stall_ms, screenshot, and
+cpu_variant (which build of llama.cpp's CPU backend runs: "haswell", "sse42", ... in a
+portable build, "native" in pip's default one).
 It uses a temporary data folder, so it never touches the user's conversations.
 """
 
@@ -34,6 +36,7 @@ from app.store import ConversationStore, StoreError, default_db_path  # noqa: E4
 from app.theme import apply_theme  # noqa: E402
 from app.views.error_dialog import show_error  # noqa: E402
 from app.views.main_window import MainWindow  # noqa: E402
+from engine import llama  # noqa: E402
 from engine.demo import DEMO_NAME  # noqa: E402
 from engine.logs import configure_logging  # noqa: E402
 from engine.qt_worker import LoadedModel, ReplyResult  # noqa: E402
@@ -116,9 +119,11 @@ def run_self_test(app: QApplication, args: argparse.Namespace) -> int:
         "acceptance": None,
         "max_ui_stall_ms": None,
         "screenshot": None,
+        "cpu_variant": None,
     }
 
     def send(_loaded: LoadedModel) -> None:
+        outcome["cpu_variant"] = llama.cpu_variant()  # the backend is up once a model has loaded
         window.composer.edit.setPlainText(args.prompt)
         stall.start()
         window.composer.send_button.click()  # the same path a user's click takes

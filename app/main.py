@@ -51,6 +51,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="stride", description="Stride: offline chat with Step Flash and MTP.")
     parser.add_argument("--self-test", action="store_true", help="run the GUI end to end once and print JSON")
     parser.add_argument("--model", default=None, help=f"GGUF file to open ('{DEMO_NAME}': the built-in demo model)")
+    # What a file manager passes (the .desktop entry's `Exec=stride %f`, the Windows file association).
+    parser.add_argument("model_file", nargs="?", default=None, help="GGUF file to open, as --model")
     parser.add_argument("--mtp-model", default="", help="separate MTP-only GGUF for --self-test")
     parser.add_argument("--mtp-depth", type=int, default=None, help="MTP depth for --self-test (0-3)")
     parser.add_argument("--prompt", default=SELF_TEST_PROMPT, help="prompt for --self-test")
@@ -58,7 +60,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for --self-test (0: all cores)")
     parser.add_argument("--out", type=Path, default=None, help="also write the self-test JSON to this file")
     parser.add_argument("--verbose", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.model = args.model or args.model_file
+    return args
 
 
 def _install_excepthook(window: MainWindow) -> None:

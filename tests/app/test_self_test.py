@@ -33,3 +33,12 @@ def test_self_test_prints_one_json_line_and_writes_out(tmp_path: Path) -> None:
     assert data["cpu_variant"]  # "native" for pip's default build, e.g. "haswell" for the portable one
     shot = Path(data["screenshot"])
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_a_file_manager_opens_a_model_by_its_path() -> None:
+    """The .desktop entry runs `stride %f`: a bare path is the model; with no file, no model is forced."""
+    from app.main import parse_args
+
+    assert parse_args(["/models/x.gguf"]).model == "/models/x.gguf"
+    assert parse_args(["--model", "demo"]).model == "demo"
+    assert parse_args([]).model is None

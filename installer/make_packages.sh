@@ -42,7 +42,7 @@ chmod 755 "$pkg/usr/bin/"*
 # The newest glibc symbol version any bundled binary uses is the oldest glibc it runs on.
 glibc=$(find "$pkg/opt/stride" -type f \( -name '*.so*' -o -name stride \) -exec objdump -T {} + 2>/dev/null \
     | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
-# What the bundle's Qt needs from the system and PyInstaller leaves out (OpenGL/EGL, DRM,
+# What the bundle needs from the system and PyInstaller leaves out (zlib, OpenGL/EGL, DRM,
 # libxcb itself, two xcb utility libraries it did not find here); Wayland is optional: Qt falls
 # back to X11 without it.
 cat > "$pkg/DEBIAN/control" <<CONTROL
@@ -51,7 +51,7 @@ Version: $VERSION
 Architecture: $ARCH
 Maintainer: Stride developers <stride@localhost>
 Installed-Size: $(du -sk "$pkg" | cut -f1)
-Depends: libc6 (>= $glibc), libgl1, libegl1, libdrm2, libxcb1, libxcb-icccm4, libxcb-keysyms1
+Depends: libc6 (>= $glibc), zlib1g, libgl1, libegl1, libdrm2, libxcb1, libxcb-icccm4, libxcb-keysyms1
 Recommends: libwayland-client0, libwayland-cursor0, libwayland-egl1
 Section: utils
 Priority: optional

@@ -22,6 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(3600),  # the first test may build the bundle (several minutes)
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the packages built and run here are Linux ones"),
 ]
 # Libraries that must come with the bundle (the rest, glibc, OpenGL, libxcb, are the system's).

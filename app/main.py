@@ -3,7 +3,9 @@
 `stride --self-test [--model FILE] [--mtp-depth D] [--out FILE]` opens the real
 window, loads the model (default: the built-in demo), types a prompt and clicks
 Send exactly as a user would, waits for the reply and prints one JSON line:
-ok, n_predicted, tokens_per_second, acceptance, max_ui_stall_ms, screenshot.
+ok, n_predicted, tokens_per_second, acceptance, max_ui_stall_ms, screenshot, and
+cpu_variant (which build of llama.cpp's CPU backend runs: "haswell", "sse42", ... in a
+portable build, "native" in pip's default one).
 It uses a temporary data folder, so it never touches the user's conversations.
 """
 
@@ -34,6 +36,7 @@ from app.store import ConversationStore, StoreError, default_db_path  # noqa: E4
 from app.theme import apply_theme  # noqa: E402
 from app.views.error_dialog import show_error  # noqa: E402
 from app.views.main_window import MainWindow  # noqa: E402
+from engine import llama  # noqa: E402
 from engine.cli import parse_depth  # noqa: E402
 from engine.demo import DEMO_NAME  # noqa: E402
 from engine.logs import configure_logging  # noqa: E402
@@ -49,6 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="stride", description="Stride: offline chat with Step Flash and MTP.")
     parser.add_argument("--self-test", action="store_true", help="run the GUI end to end once and print JSON")
     parser.add_argument("--model", default=None, help=f"GGUF file to open ('{DEMO_NAME}': the built-in demo model)")
+    # What a file manager passes (the .desktop entry's `Exec=stride %f`, the Windows file association).
+    parser.add_argument("model_file", nargs="?", default=None, help="GGUF file to open, as --model")
     parser.add_argument("--mtp-model", default="", help="separate MTP-only GGUF for --self-test")
     parser.add_argument("--mtp-depth", type=parse_depth, default=None, help="MTP depth for --self-test (0-3 or auto)")
     parser.add_argument("--prompt", default=SELF_TEST_PROMPT, help="prompt for --self-test")
@@ -56,7 +61,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for --self-test (0: all cores)")
     parser.add_argument("--out", type=Path, default=None, help="also write the self-test JSON to this file")
     parser.add_argument("--verbose", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.model = args.model or args.model_file
+    return args
 
 
 def _install_excepthook(window: MainWindow) -> None:
@@ -117,9 +124,11 @@ def run_self_test(app: QApplication, args: argparse.Namespace) -> int:
         "acceptance": None,
         "max_ui_stall_ms": None,
         "screenshot": None,
+        "cpu_variant": None,
     }
 
     def send(_loaded: LoadedModel) -> None:
+        outcome["cpu_variant"] = llama.cpu_variant()  # the backend is up once a model has loaded
         window.composer.edit.setPlainText(args.prompt)
         stall.start()
         window.composer.send_button.click()  # the same path a user's click takes

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import re
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,12 +42,89 @@ def _log_callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
             _errors.first = message
 
 
+def _lib_dir() -> Path:
+    # llama_cpp/lib, in a venv and in the frozen bundle alike (the spec keeps that layout).
+    return Path(llama_cpp.__file__).resolve().parent / "lib"
+
+
+def _ggml_library() -> ctypes.CDLL:
+    """libggml, the very instance libllama is linked against.
+
+    The wheel ships libggml.so, .so.0 and .so.0.x as separate copies; opening another copy
+    than the soname libllama resolved would load a second ggml with its own, empty backend
+    registry. The soname file in llama_cpp/lib is the one libllama's $ORIGIN rpath found.
+    """
+    lib_dir = _lib_dir()
+    if sys.platform == "win32":
+        return ctypes.CDLL(str(lib_dir / "ggml.dll"))
+    pattern = "libggml.[0-9]*.dylib" if sys.platform == "darwin" else "libggml.so.[0-9]*"
+    candidates = sorted(lib_dir.glob(pattern), key=lambda p: len(p.name))
+    if not candidates:
+        raise LlamaError(f"libggml is missing from {lib_dir}")
+    return ctypes.CDLL(str(candidates[0]))
+
+
+def _load_backends() -> None:
+    """Load ggml's backends when they are built as modules (GGML_BACKEND_DL: the portable build).
+
+    ggml itself looks for libggml-cpu-*.so next to the executable and in the current folder,
+    neither of which is llama_cpp/lib in a venv or in the bundle. A plain build links its CPU
+    backend in, so the registry is already populated and this does nothing.
+    """
+    ggml = _ggml_library()
+    ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
+    if ggml.ggml_backend_reg_count():
+        return
+    ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+    ggml.ggml_backend_load_all_from_path(str(_lib_dir()).encode())
+    if not ggml.ggml_backend_reg_count():
+        raise LlamaError(f"no ggml backend could be loaded from {_lib_dir()}; see the log for the reason")
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [
+        ("dli_fname", ctypes.c_char_p),
+        ("dli_fbase", ctypes.c_void_p),
+        ("dli_sname", ctypes.c_char_p),
+        ("dli_saddr", ctypes.c_void_p),
+    ]
+
+
+def cpu_variant() -> str | None:
+    """Which build of ggml's CPU backend runs: "haswell", "sse42", "x64", ... when llama.cpp
+    picked one of its per-CPU modules at start-up (the portable build), "native" for the single
+    CPU backend of a plain build (pip's default, tuned with -march=native). None where it cannot
+    be told (Windows) or the CPU backend is not loaded.
+
+    The file that holds the CPU backend's registry object names the variant: libggml-cpu-<v>.so.
+    """
+    if sys.platform == "win32":
+        return None
+    init_backend()
+    ggml = _ggml_library()
+    ggml.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
+    ggml.ggml_backend_reg_by_name.restype = ctypes.c_void_p
+    reg = ggml.ggml_backend_reg_by_name(b"CPU")
+    if not reg:
+        return None
+    dladdr = ctypes.CDLL(None).dladdr
+    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    info = _DlInfo()
+    if not dladdr(reg, ctypes.byref(info)) or not info.dli_fname:
+        return None
+    match = re.match(r"libggml-cpu(?:-(.+?))?\.(?:so|dylib)", Path(os.fsdecode(info.dli_fname)).name)
+    if not match:
+        return None
+    return match.group(1) or "native"
+
+
 def init_backend() -> None:
     """Initialise llama.cpp once per process and route its log through `logging`."""
     global _initialised
     with _init_lock:
         if not _initialised:
             llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+            _load_backends()
             llama_cpp.llama_backend_init()
             _initialised = True
 

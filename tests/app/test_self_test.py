@@ -30,5 +30,15 @@ def test_self_test_prints_one_json_line_and_writes_out(tmp_path: Path) -> None:
     assert data["ok"] is True and data["n_predicted"] > 50
     assert data["mtp_depth"] == 2 and 0 < data["acceptance"] < 1
     assert data["tokens_per_second"] > 0 and data["max_ui_stall_ms"] is not None
+    assert data["cpu_variant"]  # "native" for pip's default build, e.g. "haswell" for the portable one
     shot = Path(data["screenshot"])
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_a_file_manager_opens_a_model_by_its_path() -> None:
+    """The .desktop entry runs `stride %f`: a bare path is the model; with no file, no model is forced."""
+    from app.main import parse_args
+
+    assert parse_args(["/models/x.gguf"]).model == "/models/x.gguf"
+    assert parse_args(["--model", "demo"]).model == "demo"
+    assert parse_args([]).model is None

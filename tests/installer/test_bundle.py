@@ -1,0 +1,159 @@
+"""The frozen bundle: built by installer/build.sh, run as a user would, with no Python around.
+
+Slow: building takes a few minutes. `.ci/run` builds once and points STRIDE_BUNDLE_DIST at the
+result (the folder holding Stride/ and the packages); without it these tests build into dist/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(3600),  # the first test may build the bundle (several minutes)
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the packages built and run here are Linux ones"),
+]
+# Libraries that must come with the bundle (the rest, glibc, OpenGL, libxcb, are the system's).
+BUNDLED_LIBRARY = re.compile(r"lib(Qt6|pyside6|shiboken6|icu|ggml|llama|mtmd|python3)")
+VARIANT = re.compile(r"^[a-z0-9_.]+$")  # "native", "haswell", "sse42", "x64", "armv8.2_1" ...
+
+
+@pytest.fixture(scope="module")
+def dist() -> Path:
+    prebuilt = os.environ.get("STRIDE_BUNDLE_DIST")
+    if prebuilt:
+        return Path(prebuilt).resolve()
+    subprocess.run([str(ROOT / "installer" / "build.sh")], check=True, timeout=3600)
+    return ROOT / "dist"
+
+
+def user_env(home: Path) -> dict[str, str]:
+    """A user's environment: no display, fresh folders, and a PYTHONPATH the bundle must ignore."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PATH"] = "/usr/bin:/bin"
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    env["PYTHONPATH"] = sysconfig.get_paths()["purelib"]
+    for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        env[var] = str(home / var.lower())
+    return env
+
+
+def run_self_test(command: Sequence[str], tmp_path: Path) -> dict[str, object]:
+    """Run a frozen `stride --self-test` from `/` (not the bundle's folder) and return its JSON."""
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [*command, "--self-test", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=user_env(tmp_path / "home"),
+        cwd="/",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert json.loads(out.read_text()) == data
+    assert data["ok"] is True
+    assert isinstance(data["n_predicted"], int) and data["n_predicted"] > 50
+    assert isinstance(data["cpu_variant"], str) and VARIANT.match(data["cpu_variant"])
+    assert Path(str(data["screenshot"])).stat().st_size > 10_000
+    return data
+
+
+def run_cli(command: Sequence[str], tmp_path: Path) -> dict[str, object]:
+    proc = subprocess.run(
+        [*command, "generate", "--model", "demo", "--prompt", "Hi", "--max-tokens", "16", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=user_env(tmp_path / "home"),
+        cwd="/",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data: dict[str, object] = json.loads(proc.stdout)
+    assert data["n_predicted"] == 16
+    return data
+
+
+def elf_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink() and p.read_bytes()[:4] == b"\x7fELF"]
+
+
+def test_bundle_self_test_and_cli(dist: Path, tmp_path: Path) -> None:
+    bundle = dist / "Stride"
+    run_self_test([str(bundle / "stride")], tmp_path)
+    run_cli([str(bundle / "stride-cli")], tmp_path)
+
+
+def test_bundle_is_complete(dist: Path) -> None:
+    """Every library the bundle's own libraries link against is in it, and what it needs is there."""
+    internal = dist / "Stride" / "_internal"
+    present = {p.name for p in internal.rglob("*")}
+    missing: set[str] = set()
+    for elf in elf_files(internal):
+        dynamic = subprocess.run(["readelf", "-d", str(elf)], capture_output=True, text=True, check=True).stdout
+        for needed in re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dynamic):
+            if BUNDLED_LIBRARY.match(needed) and needed not in present:
+                missing.add(f"{needed} (for {elf.relative_to(internal)})")
+    assert sorted(missing) == []
+    assert [str(p) for p in internal.rglob("*") if p.is_symlink() and not p.exists()] == []
+    plugins = internal / "PySide6" / "Qt" / "plugins"
+    for plugin in ("platforms/libqxcb.so", "platforms/libqoffscreen.so", "platforms/libqwayland.so",
+                   "iconengines/libqsvgicon.so", "imageformats/libqsvg.so"):
+        assert (plugins / plugin).is_file(), plugin
+    assert (internal / "resources" / "icons" / "stride.svg").is_file()
+    for unused in ("libQt6Quick.so.6", "libQt6Qml.so.6", "libQt6Pdf.so.6", "libQt6WebEngineCore.so.6"):
+        assert unused not in present
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_deb_unpacked_runs_through_its_launchers(dist: Path, tmp_path: Path) -> None:
+    (deb,) = dist.glob("stride_*.deb")
+    fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Depends"], capture_output=True, text=True)
+    assert "Package: stride" in fields.stdout and "libc6 (>=" in fields.stdout
+    root = tmp_path / "root"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    assert "Exec=stride" in (root / "usr/share/applications/stride.desktop").read_text()
+    assert (root / "usr/share/icons/hicolor/scalable/apps/stride.svg").is_file()
+    assert (root / "usr/share/icons/hicolor/256x256/apps/stride.png").is_file()
+    run_self_test([str(root / "usr" / "bin" / "stride")], tmp_path)
+    run_cli([str(root / "usr" / "bin" / "stride-cli")], tmp_path)
+
+
+def test_tarball_unpacks_and_runs(dist: Path, tmp_path: Path) -> None:
+    (tarball,) = dist.glob("stride-*-linux-*.tar.gz")
+    with tarfile.open(tarball) as archive:
+        archive.extractall(tmp_path / "unpacked", filter="tar")
+    run_cli([str(tmp_path / "unpacked" / "Stride" / "stride-cli")], tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_bundle_opens_nothing_from_a_python_installation(dist: Path, tmp_path: Path) -> None:
+    """strace the whole self-test: no file of this Python, its venv or a system Python is touched."""
+    log = tmp_path / "strace.log"
+    trace = ["strace", "-f", "-qq", "-e", "trace=open,openat,openat2,execve", "-o", str(log)]
+    run_self_test([*trace, str(dist / "Stride" / "stride")], tmp_path)
+    outside = [
+        sys.prefix,
+        sys.base_prefix,
+        *sysconfig.get_paths().values(),
+        "/usr/lib/python3",
+        "/usr/local/lib/python3",
+        str(ROOT / "app"),
+        str(ROOT / "engine"),
+    ]
+    opened = re.findall(r'(?:open|openat|openat2|execve)\((?:[A-Z_]+, )?"([^"]+)"', log.read_text())
+    assert len(opened) > 100  # strace saw the run
+    offenders = sorted({path for path in opened if any(path.startswith(prefix) for prefix in outside)})
+    assert offenders == []

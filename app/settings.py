@@ -174,7 +174,7 @@ def _problem(name: str, value: object) -> str | None:
     label = LABELS[name]
     if name == "mtp_depth" and value == AUTO:
         return None
-    kind = int if name == "mtp_depth" else type(getattr(_DEFAULTS, name))
+    kind = type(getattr(_DEFAULTS, name))
     if not _type_ok(kind, value):
         return f"{label} must be {_KINDS[kind]} (got {_show(value)})"
     if name in RANGES:

@@ -709,11 +709,14 @@ def _model(f: _Gguf) -> _Model:
     head_v = f.uint(f"{arch}.attention.value_length") or (n_embd // n_head[0] if n_head[0] else 0)
     head_k_swa = f.uint(f"{arch}.attention.key_length_swa") or head_k
     head_v_swa = f.uint(f"{arch}.attention.value_length_swa") or head_v
-    # ggml's rope asserts (aborts the process at the first decode) when it rotates more values than a head has.
+    # ggml's rope asserts (aborts the process at the first decode) when it rotates more values than a
+    # head has, or an odd number of them (it rotates pairs).
     for rope_key, head_size in (("rope.dimension_count", head_k), ("rope.dimension_count_swa", head_k_swa)):
         n_rot = f.uint(f"{arch}.{rope_key}")
         if n_rot is not None and head_size and n_rot > head_size:
             raise f.damaged(f"{arch}.{rope_key} ({n_rot}) exceeds the attention head size ({head_size})")
+        if n_rot is not None and n_rot % 2:
+            raise f.damaged(f"{arch}.{rope_key} ({n_rot}) is odd, but rotary embedding turns pairs of values")
     n_swa = f.uint(f"{arch}.attention.sliding_window") or 0
     swa = _swa_layers(f, arch, n_layer_all, n_layer_all - n_mtp, n_swa)
     layers = tuple(

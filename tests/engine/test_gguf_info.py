@@ -340,6 +340,8 @@ def test_huge_string_and_array_lengths_are_damage_not_allocations(tmp_path: Path
         ("step35.block_count", gguf.GGUFValueType.UINT32, struct.pack("<I", 2), "exceeds step35.block_count"),
         ("step35.expert_used_count", gguf.GGUFValueType.UINT32, struct.pack("<I", 2), "does not fit"),
         ("step35.rope.dimension_count", gguf.GGUFValueType.UINT32, struct.pack("<I", 190), "exceeds the attention"),
+        # Found by the fuzzer: ggml's rope aborts on an odd count (GGML_ASSERT(n_dims % 2 == 0)).
+        ("step35.rope.dimension_count", gguf.GGUFValueType.UINT32, struct.pack("<I", 7), "is odd"),
     ],
 )
 def test_wrong_key_types_and_values_are_damage(

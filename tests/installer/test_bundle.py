@@ -109,8 +109,13 @@ def test_bundle_is_complete(dist: Path) -> None:
     assert sorted(missing) == []
     assert [str(p) for p in internal.rglob("*") if p.is_symlink() and not p.exists()] == []
     plugins = internal / "PySide6" / "Qt" / "plugins"
-    for plugin in ("platforms/libqxcb.so", "platforms/libqoffscreen.so", "platforms/libqwayland.so",
-                   "iconengines/libqsvgicon.so", "imageformats/libqsvg.so"):
+    for plugin in (
+        "platforms/libqxcb.so",
+        "platforms/libqoffscreen.so",
+        "platforms/libqwayland.so",
+        "iconengines/libqsvgicon.so",
+        "imageformats/libqsvg.so",
+    ):
         assert (plugins / plugin).is_file(), plugin
     assert (internal / "resources" / "icons" / "stride.svg").is_file()
     for unused in ("libQt6Quick.so.6", "libQt6Qml.so.6", "libQt6Pdf.so.6", "libQt6WebEngineCore.so.6"):

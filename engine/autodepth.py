@@ -11,14 +11,15 @@ splits the rate into two things it can estimate well:
   and model, nearly constant, measured per depth.
 
 Both are exponentially decaying estimates, so they follow the text as it changes; when a head's
-last few outcomes contradict its long-run estimate, the history is dropped. Exploration backs off:
-a depth other than the current best gets a turn after `explore_min` steps, then after
-twice as many each time exploring changed nothing, up to `explore_max`; a change of best, or an
-outcome the estimates made unlikely (the text has changed under a depth not being run), resets
-it. Off (depth 0) is a candidate like any other; while Off is best, exploring is a *probe*: the
-first head drafts one token that is not verified but compared with the token the trunk then
-produces, which costs one draft call instead of a verification batch. Output is lossless
-whatever it picks: verification is exact.
+last few outcomes contradict its long-run estimate, the history is dropped. Only deeper depths
+need exploring (they hide heads the current depth does not run; shallower ones are measured by
+every step, except their step time, re-measured every TIME_REFRESH_STEPS). Exploration backs off:
+a turn after `explore_min` steps, then after twice as many each time exploring changed nothing,
+up to `explore_max`; a change of best, or an outcome the estimates made unlikely (the text has
+changed under a depth not being run), resets it. Off (depth 0) is a candidate like any other;
+while Off is best, exploring is a *probe*: the first head drafts one token that is not verified
+but compared with the token the trunk then produces, which costs one draft call instead of a
+verification batch. Output is lossless whatever it picks: verification is exact.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ FAST_MEMORY = 0.7  # the recent estimate: about the last three observations
 PRIOR_TRIALS = 2.0  # a head starts at 50 % acceptance worth two observations
 TIME_SMOOTHING = 0.25  # weight of a new step time in its depth's moving average
 OUTLIER_FACTOR = 2.0  # one step slowed by something else on the machine counts as at most 2x
+TIME_REFRESH_STEPS = 128  # a shallower depth's step time is re-measured after this many steps
 SURPRISE = 0.05  # an explored step whose outcome was this unlikely means the estimates are stale
 PROBE_SURPRISE = 0.3  # a probe's single outcome: a match the estimates gave less than this odds
 
@@ -100,10 +102,15 @@ class DepthTuner:
         self.probing = self._exploring and best == 0
         if not self._exploring or self.probing:
             return best
+        # Running at `best` observes every head up to it, so shallower depths need no visit to know
+        # their acceptance, and their step time belongs to the machine: refresh it only rarely.
+        # Deeper depths hide heads the current depth does not run: explore those.
+        deeper = list(range(best + 1, self.max_depth + 1))
         if best < self.max_depth and self._last_tried[self.max_depth] < self._last_tried[best] - self._interval:
             return self.max_depth  # one step at the deepest depth refreshes every head's acceptance
-        others = [d for d in range(self.max_depth + 1) if d != best]
-        return min(others, key=lambda d: self._last_tried[d]) if others else best
+        stale = [d for d in range(best) if self._step - self._last_tried[d] > TIME_REFRESH_STEPS]
+        candidates = deeper + stale
+        return min(candidates, key=lambda d: self._last_tried[d]) if candidates else best
 
     def record(self, depth: int, n_drafted: int, n_accepted: int, seconds: float) -> None:
         """One step ran at `depth`: drafted n_drafted tokens, the target accepted n_accepted of them.

@@ -50,19 +50,20 @@ def user_env(home: Path) -> dict[str, str]:
     return env
 
 
-def run_self_test(command: Sequence[str], tmp_path: Path) -> dict[str, object]:
-    """Run a frozen `stride --self-test` from `/` (not the bundle's folder) and return its JSON."""
-    out = tmp_path / "result.json"
+def run_as_user(command: Sequence[str], tmp_path: Path, timeout: int) -> str:
+    """Run a frozen executable from `/` (not the bundle's folder) as a user would; its stdout."""
     proc = subprocess.run(
-        [*command, "--self-test", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=user_env(tmp_path / "home"),
-        cwd="/",
+        command, capture_output=True, text=True, timeout=timeout, env=user_env(tmp_path / "home"), cwd="/"
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    data: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return proc.stdout
+
+
+def run_self_test(command: Sequence[str], tmp_path: Path) -> dict[str, object]:
+    """Run a frozen `stride --self-test` and return its JSON."""
+    out = tmp_path / "result.json"
+    stdout = run_as_user([*command, "--self-test", "--out", str(out)], tmp_path, timeout=900)
+    data: dict[str, object] = json.loads(stdout.strip().splitlines()[-1])
     assert json.loads(out.read_text()) == data
     assert data["ok"] is True
     assert isinstance(data["n_predicted"], int) and data["n_predicted"] > 50
@@ -72,16 +73,8 @@ def run_self_test(command: Sequence[str], tmp_path: Path) -> dict[str, object]:
 
 
 def run_cli(command: Sequence[str], tmp_path: Path) -> dict[str, object]:
-    proc = subprocess.run(
-        [*command, "generate", "--model", "demo", "--prompt", "Hi", "--max-tokens", "16", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=user_env(tmp_path / "home"),
-        cwd="/",
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    data: dict[str, object] = json.loads(proc.stdout)
+    args = ["generate", "--model", "demo", "--prompt", "Hi", "--max-tokens", "16", "--json"]
+    data: dict[str, object] = json.loads(run_as_user([*command, *args], tmp_path, timeout=600))
     assert data["n_predicted"] == 16
     return data
 

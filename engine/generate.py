@@ -269,6 +269,7 @@ class Generator:
             step_depth = tuner.choose() if tuner else depth
             probe = tuner is not None and tuner.probing  # draft one token at Off, compare, don't verify
             step_start = time.perf_counter()
+            flushed_before = drafter.flush_seconds if drafter else 0.0
             n_draft = min(1 if probe else step_depth, remaining - 1, n_ctx - n_past - 1)
             proposal = (
                 drafter.draft(last, n_past, n_draft, params.p_min, sampler if sampler.explicit else None)
@@ -311,7 +312,9 @@ class Generator:
             stats.step(len(draft), n_accepted, len(emitted))
             if tuner:
                 n_passed = int(sampled[0] == drafted[0]) if probe and drafted else n_accepted
-                tuner.record(step_depth, len(drafted), n_passed, time.perf_counter() - step_start)
+                # A bounded queue's catch-up of unused heads is not what this step's depth costs.
+                flushed = drafter.flush_seconds - flushed_before if drafter else 0.0
+                tuner.record(step_depth, len(drafted), n_passed, time.perf_counter() - step_start - flushed)
                 stats.depth_now = step_depth
             out.emit(emitted, [i < n_accepted for i in range(len(emitted))])
             if stats.stop_reason:

@@ -11,6 +11,7 @@ This follows llama.cpp's `common_speculative_impl_draft_mtp` (chain_heads mode).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,13 @@ from engine.llama import Context, Sampler
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 DRAFT_TOP_K = 10  # p_min is measured over the top 10 candidates, as llama.cpp does
-LAZY_ROWS = 64  # confirmed positions a head may fall behind before it catches up on its own
+# Confirmed positions a head may fall behind before it catches up on its own: each waits with
+# the trunk's hidden row (16 KiB on Step 3.5 Flash), so 8 MiB at most.
+LAZY_ROWS = 512
+# A head further behind than this at its draft call catches up in a call of its own first: a
+# drafting head is normally at most a step behind, and a step's cost (what auto depth measures)
+# should not include rows the depth did not cause.
+LAG_IN_DRAFT = 8
 
 
 @dataclass
@@ -41,7 +48,7 @@ class MtpDrafter:
     has not seen and the new draft rows are contiguous, so a drafting head costs one decode
     per step, rejected drafts are never decoded again, and heads the depth does not use
     cost nothing until they are needed again (auto depth, p_min, a deeper setting). The
-    queue is bounded: past LAZY_ROWS unseen positions, lagging heads catch up in one call.
+    queue is bounded: past LAZY_ROWS unseen positions, lagging heads catch up on their own.
     """
 
     lazy = True  # test hook: False catches every head up at every step, as before
@@ -59,7 +66,10 @@ class MtpDrafter:
         self._queue_start = 0
         self._tokens: list[int] = []
         self._hidden: list[F32] = []
-        self._max_queue = max(1, min(LAZY_ROWS, draft.n_batch - n_heads - 1))
+        self._max_lag_in_draft = max(0, min(LAG_IN_DRAFT, draft.n_batch - n_heads - 1))  # a draft call fits a batch
+        # Time spent catching lagging heads up outside a draft call: a cost of the heads the
+        # depth did not use, which auto depth must not charge to the step it happened in.
+        self.flush_seconds = 0.0
 
     @property
     def valid_upto(self) -> int:
@@ -104,20 +114,25 @@ class MtpDrafter:
         self._hidden.append(self.pending_h)
         self._hidden.extend(hidden[: n - 1])
         self.pending_h = hidden[n - 1].copy()
-        if len(self._tokens) > self._max_queue:
-            self.flush()  # the next draft call must still fit a batch
+        if len(self._tokens) > LAZY_ROWS:
+            self.flush()
 
     def flush(self) -> None:
         """Catch every head up on the confirmed positions it has not seen yet."""
         try:
             for head in range(self.n_heads):
-                while self._seen[head] < self._end:
-                    start = self._seen[head]
-                    n = min(self._end - start, self.ctx.n_batch)
-                    self._decode_head(head, start, n, [], np.empty((0, self.n_embd), np.float32), outputs="none")
+                self._catch_up_head(head)
         finally:
             self.ctx.select_head(0)
         self._trim_queue()
+
+    def _catch_up_head(self, head: int) -> None:
+        started = time.perf_counter()
+        while self._seen[head] < self._end:
+            start = self._seen[head]
+            n = min(self._end - start, self.ctx.n_batch)
+            self._decode_head(head, start, n, [], np.empty((0, self.n_embd), np.float32), outputs="none")
+        self.flush_seconds += time.perf_counter() - started
 
     def _decode_head(
         self, head: int, start: int, n_queued: int, extra: list[int], extra_rows: F32, outputs: str
@@ -157,6 +172,8 @@ class MtpDrafter:
         dists: list[F64] = []
         try:
             for head in range(depth):
+                if end - self._seen[head] > self._max_lag_in_draft:
+                    self._catch_up_head(head)
                 start = self._seen[head]
                 self._decode_head(head, start, end - start, [last, *tokens], chain[: head + 1], outputs="last")
                 logits = self.ctx.logits(end - start + head)

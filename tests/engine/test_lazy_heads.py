@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import mtp
 from engine.generate import AUTO, GenerationParams
 from engine.mtp import Draft, MtpDrafter
 from engine.runtime import Runtime
@@ -61,13 +62,19 @@ def conversation(runtime: Runtime, depths: list[int | str], scripted: bool) -> l
 
 
 @pytest.mark.parametrize(
-    ("depths", "scripted"),
-    [([1, 3], False), ([2, 1, 3], False), ([AUTO, AUTO], True)],
-    ids=["depth 1 then 3", "2, 1, then 3", "auto: probes and depth changes"],
+    ("depths", "scripted", "lazy_rows"),
+    [([1, 3], False, None), ([2, 1, 3], False, None), ([AUTO, AUTO], True, None), ([1, 3], False, 16)],
+    ids=["depth 1 then 3", "2, 1, then 3", "auto: probes and depth changes", "queue bound reached mid-reply"],
 )
 def test_lazy_heads_draft_what_eager_heads_draft(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, depths: list[int | str], scripted: bool
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    depths: list[int | str],
+    scripted: bool,
+    lazy_rows: int | None,
 ) -> None:
+    if lazy_rows is not None:
+        monkeypatch.setattr(mtp, "LAZY_ROWS", lazy_rows)
     drafts = recorded_drafts(runtime, monkeypatch)
     monkeypatch.setattr(MtpDrafter, "lazy", False)
     eager_replies = conversation(runtime, depths, scripted)

@@ -8,22 +8,29 @@ splits the rate into two things it can estimate well:
   acceptance given that the heads before it were accepted. Every step at depth >= j observes
   head j, so a step at the deepest depth measures every head at once;
 - how long a step takes at depth d (drafting plus verification): a property of the machine
-  and model, nearly constant, measured per depth.
+  and model, measured per depth; as the context grows or the machine gets busy, every depth's
+  time moves with the one being run, keeping the ratios measured between them.
 
 Both are exponentially decaying estimates, so they follow the text as it changes; when a head's
-last few outcomes contradict its long-run estimate, the history is dropped. Only deeper depths
-need exploring (they hide heads the current depth does not run; shallower ones are measured by
-every step, except their step time, re-measured every TIME_REFRESH_STEPS). Exploration backs off:
-a turn after `explore_min` steps, then after twice as many each time exploring changed nothing,
-up to `explore_max`; a change of best, or an outcome the estimates made unlikely (the text has
-changed under a depth not being run), resets it. Off (depth 0) is a candidate like any other;
-while Off is best, exploring is a *probe*: the first head drafts one token that is not verified
-but compared with the token the trunk then produces, which costs one draft call instead of a
-verification batch. Output is lossless whatever it picks: verification is exact.
+last few outcomes contradict its long-run estimate, the history is dropped. Start-up runs every
+depth once, deepest first, and the deepest twice (its first step pages the heads' weights in).
+After that only depths that could still win get a turn: a step at the best depth observes every
+head up to it, so a deeper depth is explored when its rate, with the heads the best depth does
+not run at an optimistic bound, beats the best. The bound widens while a head goes unobserved,
+so a depth ruled out by solid evidence comes back into question after a while, and a barely
+known one is tried soon; any depth's step time is re-measured after TIME_REFRESH_STEPS.
+Exploration backs off: a turn after `explore_min` steps, then after twice as many each time
+exploring changed nothing, up to `explore_max`; a change of best, or an outcome the estimates
+made unlikely (the text has changed under a depth not being run), resets it. Off (depth 0) is a
+candidate like any other; while Off is best, exploring is a *probe*: the first head drafts one
+token that is not verified but compared with the token the trunk then produces, which costs one
+draft call instead of a verification batch; a surprising probe is followed up two steps later.
+Output is lossless whatever it picks: verification is exact.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 CHANGE = 0.4  # when the recent and the long-run acceptance of a head differ this much, the text changed
@@ -31,9 +38,12 @@ FAST_MEMORY = 0.7  # the recent estimate: about the last three observations
 PRIOR_TRIALS = 2.0  # a head starts at 50 % acceptance worth two observations
 TIME_SMOOTHING = 0.25  # weight of a new step time in its depth's moving average
 OUTLIER_FACTOR = 2.0  # one step slowed by something else on the machine counts as at most 2x
-TIME_REFRESH_STEPS = 128  # a shallower depth's step time is re-measured after this many steps
+TIME_REFRESH_STEPS = 256  # a depth's step time is re-measured after this many steps without one
 SURPRISE = 0.05  # an explored step whose outcome was this unlikely means the estimates are stale
 PROBE_SURPRISE = 0.3  # a probe's single outcome: a match the estimates gave less than this odds
+PROBE_FOLLOW_UP = 2  # steps until the next probe after a surprising one
+OPTIMISM_Z = 1.5  # width of the optimistic bound on a hidden head's acceptance (Wilson score)
+UNSEEN_DECAY = 0.98  # per step a head goes unobserved, its evidence counts this much less in the bound
 
 
 @dataclass
@@ -47,6 +57,8 @@ class DepthTuner:
     _recent: list[float] = field(init=False)  # per head: acceptance over the last few observations
     _step_seconds: list[float | None] = field(init=False)  # per depth
     _last_tried: list[int] = field(init=False)
+    _timed: list[int] = field(init=False)  # per depth: steps timed
+    _last_seen: list[int] = field(init=False)  # per head: the step that last put it to the test
     _step: int = 0
     _interval: int = 0
     _next_explore: int = 0
@@ -59,6 +71,8 @@ class DepthTuner:
         self._recent = [0.5] * self.max_depth
         self._step_seconds = [None] * (self.max_depth + 1)
         self._last_tried = [-1] * (self.max_depth + 1)
+        self._timed = [0] * (self.max_depth + 1)
+        self._last_seen = [0] * self.max_depth
         self._interval = self.explore_min
         self._next_explore = self.explore_min
 
@@ -66,11 +80,22 @@ class DepthTuner:
         """Head `head` (0-based)'s acceptance given that every head before it was accepted."""
         return self._accepted[head] / self._trials[head]
 
-    def expected_tokens(self, depth: int) -> float:
-        """Tokens one step at this depth yields on average: the sampled one plus accepted drafts."""
+    def optimistic_acceptance(self, head: int) -> float:
+        """An upper bound on head `head`'s acceptance: the Wilson score bound on evidence that fades unobserved."""
+        n = self._trials[head] * UNSEEN_DECAY ** (self._step - self._last_seen[head])
+        a, z2 = self.head_acceptance(head), OPTIMISM_Z**2
+        spread = OPTIMISM_Z * math.sqrt(a * (1.0 - a) / n + z2 / (4.0 * n * n))
+        return min(1.0, (a + z2 / (2.0 * n) + spread) / (1.0 + z2 / n))
+
+    def expected_tokens(self, depth: int, optimistic_from: int | None = None) -> float:
+        """Tokens one step at this depth yields on average: the sampled one plus accepted drafts.
+
+        Heads from `optimistic_from` on count at their optimistic bound.
+        """
         total, chain = 1.0, 1.0
         for head in range(depth):
-            chain *= self.head_acceptance(head)
+            hidden = optimistic_from is not None and head >= optimistic_from
+            chain *= self.optimistic_acceptance(head) if hidden else self.head_acceptance(head)
             total += chain
         return total
 
@@ -88,29 +113,44 @@ class DepthTuner:
         seconds = self._step_seconds[depth]
         return self.expected_tokens(depth) / seconds if seconds else None
 
+    def could_beat(self, depth: int, best: int) -> bool:
+        """Whether `depth` might be faster than `best`, optimistic about the heads `best` does not run."""
+        seconds, best_rate = self._step_seconds[depth], self.rate(best)
+        if not seconds or best_rate is None:
+            return True
+        # Heads below `best` are observed by every step at it; while Off is best, the first head by probes.
+        return self.expected_tokens(depth, optimistic_from=max(best, 1)) / seconds > best_rate
+
     def best(self) -> int:
         return max(range(self.max_depth + 1), key=lambda d: self.rate(d) or 0.0)
 
     def choose(self) -> int:
         self._step += 1
-        # Deepest first: one step there measures every head's acceptance.
+        # Start-up: every depth once, deepest first (one step there measures every head's
+        # acceptance) and twice (the first step pages the heads' weights in).
+        if self._timed[self.max_depth] < 2:
+            return self.max_depth
         untried = [d for d in range(self.max_depth, -1, -1) if self._step_seconds[d] is None]
         if untried:
             return untried[0]
         best = self.best()
         self._exploring = self._step >= self._next_explore
-        self.probing = self._exploring and best == 0
-        if not self._exploring or self.probing:
+        self.probing = False
+        if not self._exploring:
             return best
         # Running at `best` observes every head up to it, so shallower depths need no visit to know
-        # their acceptance, and their step time belongs to the machine: refresh it only rarely.
-        # Deeper depths hide heads the current depth does not run: explore those.
-        deeper = list(range(best + 1, self.max_depth + 1))
-        if best < self.max_depth and self._last_tried[self.max_depth] < self._last_tried[best] - self._interval:
-            return self.max_depth  # one step at the deepest depth refreshes every head's acceptance
-        stale = [d for d in range(best) if self._step - self._last_tried[d] > TIME_REFRESH_STEPS]
-        candidates = deeper + stale
-        return min(candidates, key=lambda d: self._last_tried[d]) if candidates else best
+        # their acceptance. Deeper depths hide heads the current depth does not run: explore those
+        # that could win. Refresh the others' step times only rarely (they belong to the machine).
+        hopeful = [d for d in range(self.max_depth + 1) if d != best and self.could_beat(d, best)]
+        stale = [d for d in range(self.max_depth + 1) if self._step - self._last_tried[d] > TIME_REFRESH_STEPS]
+        candidates = sorted({*hopeful, *stale} - {best})
+        if candidates:
+            return min(candidates, key=lambda d: self._last_tried[d])
+        if best == 0:
+            self.probing = True  # keep an eye on the first head for the price of one draft call
+        else:
+            self._exploring = False  # nothing worth a turn yet: look again next step
+        return best
 
     def record(self, depth: int, n_drafted: int, n_accepted: int, seconds: float) -> None:
         """One step ran at `depth`: drafted n_drafted tokens, the target accepted n_accepted of them.
@@ -129,17 +169,33 @@ class DepthTuner:
                 self._accepted[head] = PRIOR_TRIALS * self._recent[head]
             self._trials[head] = self.memory * self._trials[head] + 1.0
             self._accepted[head] = self.memory * self._accepted[head] + passed
-        previous = self._step_seconds[depth]
-        if self.probing:
-            pass  # the probe's draft call is not part of what Off costs
-        elif previous is None:
-            self._step_seconds[depth] = seconds
-        else:
-            sample = min(seconds, OUTLIER_FACTOR * previous)
-            self._step_seconds[depth] = previous + TIME_SMOOTHING * (sample - previous)
+            self._last_seen[head] = self._step
+        if not self.probing:  # the probe's draft call is not part of what Off costs
+            self._time_step(depth, seconds)
         self._last_tried[depth] = self._step
         if self._exploring:
             stale = surprise or self.best() != best_before
             self._interval = self.explore_min if stale else min(2 * self._interval, self.explore_max)
-            self._next_explore = self._step + self._interval
+            follow_up = self.probing and surprise
+            self._next_explore = self._step + (PROBE_FOLLOW_UP if follow_up else self._interval)
             self._exploring = self.probing = False
+
+    def _time_step(self, depth: int, seconds: float) -> None:
+        previous = self._step_seconds[depth]
+        self._timed[depth] += 1
+        if previous is None:
+            self._step_seconds[depth] = seconds
+            return
+        if self._timed[depth] == 2:
+            self._step_seconds[depth] = min(previous, seconds)  # a first step may have paged weights in
+            return
+        updated = previous + TIME_SMOOTHING * (min(seconds, OUTLIER_FACTOR * previous) - previous)
+        self._step_seconds[depth] = updated
+        if not self._exploring:
+            # Every step costs more as the context grows, and all of them slow down when the
+            # machine is busy: what the depth being run sees, the others would too. They keep
+            # the ratios their own steps measured, refreshed when they are explored.
+            scale = updated / previous
+            self._step_seconds = [
+                other if other is None or d == depth else other * scale for d, other in enumerate(self._step_seconds)
+            ]

@@ -24,10 +24,13 @@ def step_seconds(depth: int) -> float:
     return VERIFY_SECONDS[depth + 1] + DRAFT_SECONDS * depth
 
 
-def simulate(acceptance: Acceptance, steps: int, seed: int, fixed: int | None = None) -> list[float]:
+def simulate(
+    acceptance: Acceptance, steps: int, seed: int, fixed: int | None = None, growth: float = 0.0
+) -> list[float]:
     """Tokens per second over each half of the run, auto depth (fixed=None) or a fixed depth.
 
     Runs with the same seed see the same text: the same draws decide acceptance and noise.
+    growth: how much dearer every step is at the end of the run than at the start (a growing context).
     """
     rng = np.random.default_rng(seed)
     draws = rng.random((steps, 4))
@@ -41,7 +44,7 @@ def simulate(acceptance: Acceptance, steps: int, seed: int, fixed: int | None = 
         n_accepted = 0
         while n_accepted < depth and draws[step, n_accepted] < heads[n_accepted]:
             n_accepted += 1
-        took = step_seconds(depth) * noise[step]
+        took = step_seconds(depth) * noise[step] * (1.0 + growth * step / steps)
         if probing:
             took += DRAFT_SECONDS
             tuner.record(0, 1, int(draws[step, 0] < heads[0]), took)
@@ -53,12 +56,12 @@ def simulate(acceptance: Acceptance, steps: int, seed: int, fixed: int | None = 
     return [t / s for t, s in zip(tokens, seconds)]
 
 
-def auto_vs_best(acceptance: Acceptance, steps: int = 400, seeds: int = 6) -> list[float]:
+def auto_vs_best(acceptance: Acceptance, steps: int = 400, seeds: int = 6, growth: float = 0.0) -> list[float]:
     """Auto's tokens/s over the best fixed depth's, per half, averaged over seeds."""
     ratios = []
     for seed in range(seeds):
-        auto = simulate(acceptance, steps, seed)
-        fixed = [simulate(acceptance, steps, seed, fixed=d) for d in range(4)]
+        auto = simulate(acceptance, steps, seed, growth=growth)
+        fixed = [simulate(acceptance, steps, seed, fixed=d, growth=growth) for d in range(4)]
         ratios.append([auto[h] / max(f[h] for f in fixed) for h in range(2)])
     return [float(np.mean([r[h] for r in ratios])) for h in range(2)]
 
@@ -88,30 +91,40 @@ def test_auto_is_within_5_percent_of_the_best_fixed_depth(name: str, heads: list
     assert min(ratios) >= 0.95, (name, ratios)
 
 
+@pytest.mark.parametrize("heads", [[0.2, 0.3, 0.3], [0.4, 0.5, 0.5]])
+def test_auto_keeps_its_choice_as_every_step_grows_dearer(heads: list[float]) -> None:
+    # Depths not being run keep old step times; unless they move with the one being run, a
+    # growing context makes them look cheaper and lures auto away from the best depth (about
+    # 0.95-0.96 here when they stay put, 0.98 when they move along).
+    assert min(auto_vs_best(lambda _step: heads, growth=1.0)) >= 0.97
+
+
 def test_auto_follows_the_text_when_head_agreement_drops_mid_reply() -> None:
     assert min(auto_vs_best(lambda step: [0.98] * 3 if step < 200 else [0.2] * 3)) >= 0.95
 
 
 def test_auto_recovers_when_head_agreement_rises_mid_reply() -> None:
-    # From Off only cheap probes watch the heads, so recovery is slower than the drop above
-    # (about 0.82 here: a known limitation, see benchmarks/RESULTS.md).
+    # From Off only cheap probes watch the first head (and a surprising one is followed up), so
+    # recovery is slower than the drop above (about 0.94 here, 0.82 before the follow-ups).
     first, second = auto_vs_best(lambda step: [0.2] * 3 if step < 200 else [0.98] * 3)
     assert first >= 0.95
-    assert second >= 0.80
+    assert second >= 0.90
 
 
 def test_probes_watch_the_heads_while_off_is_best() -> None:
     tuner = DepthTuner(3)
-    probes = 0
-    for _ in range(300):
+    probes = visits = 0
+    for step in range(300):
         depth = tuner.choose()
         if tuner.probing:
             probes += 1
             tuner.record(0, 1, 0, 0.03)
         else:
+            visits += step >= 4 and depth > 0  # after the start-up trials: a step time refreshed
             tuner.record(depth, depth, 0, step_seconds(depth))
     assert tuner.best() == 0
-    assert 300 / 17 < probes < 300 / 7  # every 8-16 steps: cheap enough, often enough
+    assert visits <= 3  # heads that never agree are not worth a verification
+    assert 300 / 17 < probes + visits < 300 / 7  # a turn every 8-16 steps: cheap enough, often enough
 
 
 def test_auto_depth_is_lossless(load: Callable[..., Runtime], live_gguf: Path) -> None:

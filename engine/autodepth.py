@@ -24,7 +24,9 @@ exploring changed nothing, up to `explore_max`; a change of best, or an outcome 
 made unlikely (the text has changed under a depth not being run), resets it. Off (depth 0) is a
 candidate like any other; while Off is best, exploring is a *probe*: the first head drafts one
 token that is not verified but compared with the token the trunk then produces, which costs one
-draft call instead of a verification batch; a surprising probe is followed up two steps later.
+draft call instead of a verification batch. Probes back off too, except while the first head might
+yet make depth 1 pay (its optimistic bound says so); a match that was surprising or hopeful is
+followed up two steps later, so a wrong start at Off is left quickly.
 Output is lossless whatever it picks: verification is exact.
 """
 
@@ -41,7 +43,7 @@ OUTLIER_FACTOR = 2.0  # one step slowed by something else on the machine counts 
 TIME_REFRESH_STEPS = 256  # a depth's step time is re-measured after this many steps without one
 SURPRISE = 0.05  # an explored step whose outcome was this unlikely means the estimates are stale
 PROBE_SURPRISE = 0.3  # a probe's single outcome: a match the estimates gave less than this odds
-PROBE_FOLLOW_UP = 2  # steps until the next probe after a surprising one
+PROBE_FOLLOW_UP = 2  # steps until the next probe after a surprising or hopeful match
 OPTIMISM_Z = 1.5  # width of the optimistic bound on a hidden head's acceptance (Wilson score)
 UNSEEN_DECAY = 0.98  # per step a head goes unobserved, its evidence counts this much less in the bound
 
@@ -121,6 +123,11 @@ class DepthTuner:
         # Heads below `best` are observed by every step at it; while Off is best, the first head by probes.
         return self.expected_tokens(depth, optimistic_from=max(best, 1)) / seconds > best_rate
 
+    def _first_head_could_pay(self) -> bool:
+        """While Off is best: whether depth 1 might beat it, with the first head at its optimistic bound."""
+        seconds, off_rate = self._step_seconds[1], self.rate(0)
+        return bool(seconds and off_rate) and self.expected_tokens(1, optimistic_from=0) / seconds > off_rate
+
     def best(self) -> int:
         return max(range(self.max_depth + 1), key=lambda d: self.rate(d) or 0.0)
 
@@ -174,9 +181,12 @@ class DepthTuner:
             self._time_step(depth, seconds)
         self._last_tried[depth] = self._step
         if self._exploring:
-            stale = surprise or self.best() != best_before
+            # While the first head might yet make depth 1 pay, probes keep coming often, and a
+            # match is followed up at once: on a wrong start, Off is left quickly.
+            hopeful = self.probing and self._first_head_could_pay()
+            stale = surprise or hopeful or self.best() != best_before
             self._interval = self.explore_min if stale else min(2 * self._interval, self.explore_max)
-            follow_up = self.probing and surprise
+            follow_up = self.probing and n_accepted > 0 and (surprise or hopeful)
             self._next_explore = self._step + (PROBE_FOLLOW_UP if follow_up else self._interval)
             self._exploring = self.probing = False
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build llama.cpp's own benchmark tools (llama-speculative-simple, llama-bench)
+# Build llama.cpp's own tools (llama-speculative-simple, llama-bench, llama-completion, llama-quantize)
 # from the llama.cpp source vendored in the pinned llama-cpp-python sdist, so
 # native numbers come from exactly the same llama.cpp/ggml as our Python driver.
 #
@@ -12,6 +12,8 @@
 # Output contract: logs go to stderr; stdout gets exactly these lines
 #   LLAMA_SPECULATIVE_SIMPLE=/abs/path/llama-speculative-simple
 #   LLAMA_BENCH=/abs/path/llama-bench
+#   LLAMA_QUANTIZE=/abs/path/llama-quantize
+#   LLAMA_COMPLETION=/abs/path/llama-completion
 # so callers can `eval "$(benchmarks/build_native.sh)"` or parse KEY=VALUE.
 #
 # Idempotent: if the binaries exist and were built from the same sdist with the
@@ -63,7 +65,7 @@ NICE="${STRIDE_NATIVE_NICE:-10}"
 SDIST_NAME="llama_cpp_python-${LCP_VERSION}.tar.gz"
 SRC="${CACHE}/llama.cpp-${LCP_VERSION}"
 BUILD="${SRC}/build"
-TARGETS=(llama-speculative-simple llama-bench llama-quantize)
+TARGETS=(llama-speculative-simple llama-bench llama-quantize llama-completion)
 
 log() { printf '[build_native] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -98,6 +100,7 @@ print_paths() {
     printf 'LLAMA_SPECULATIVE_SIMPLE=%s\n' "${BUILD}/bin/llama-speculative-simple"
     printf 'LLAMA_BENCH=%s\n' "${BUILD}/bin/llama-bench"
     printf 'LLAMA_QUANTIZE=%s\n' "${BUILD}/bin/llama-quantize"
+    printf 'LLAMA_COMPLETION=%s\n' "${BUILD}/bin/llama-completion"
 }
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }

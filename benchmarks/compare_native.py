@@ -2,8 +2,10 @@
 
 For each fixture and repeat, each depth runs Stride (`stride-cli bench`) and then native
 llama.cpp on the same file: `llama-speculative-simple --spec-type draft-mtp
---spec-draft-n-max D` for depths 1-3, `llama-bench -n N` for depth 0. Alternating keeps
-machine noise from favouring either side; ratios are what the tables report.
+--spec-draft-n-max D` for depths 1-3; for depth 0 (plain decoding), llama.cpp's own decode loop
+with sampling, `llama-completion` (its eval plus sampling time), and also `llama-bench -n N`,
+which times decode calls alone and samples nothing. Alternating keeps machine noise from
+favouring either side; ratios are what the tables report.
 
     benchmarks/build_native.sh        # once: builds the native tools into ~/.cache/stride/native
     python -m benchmarks.compare_native --tokens 128 --repeat 3 --threads 2 [--fixtures main,high,low]
@@ -39,6 +41,7 @@ class Run:
 class Cell:
     stride: list[Run] = field(default_factory=list)
     native: list[Run] = field(default_factory=list)
+    bench: list[Run] = field(default_factory=list)  # depth 0 only: llama-bench
 
 
 def native_tools() -> dict[str, str]:
@@ -113,7 +116,42 @@ def run_native_mtp(tool: str, model: Path, depth: int, tokens: int, threads: int
     return Run(n / seconds, float(accept.group(1)) / 100 if accept else None)
 
 
-def run_native_plain(tool: str, model: Path, tokens: int, threads: int) -> Run:
+def run_native_loop(tool: str, model: Path, tokens: int, threads: int) -> Run:
+    """llama-completion, greedy: tokens over the time in its decode calls and its sampler."""
+    proc = subprocess.run(
+        [
+            tool,
+            "-m",
+            str(model),
+            "-p",
+            PROMPT,
+            "-n",
+            str(tokens),
+            "-t",
+            str(threads),
+            "-c",
+            "2048",
+            "--temp",
+            "0",
+            "--seed",
+            "1",
+            "--ignore-eos",
+            "-no-cnv",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    sampling = re.search(r"sampling time =\s+([\d.]+) ms", proc.stderr)
+    evals = re.search(r"\beval time =\s+([\d.]+) ms /\s+(\d+) runs", proc.stderr)
+    if not sampling or not evals:
+        raise RuntimeError(f"no timings from llama-completion:\n{proc.stderr[-2000:]}")
+    seconds = (float(evals.group(1)) + float(sampling.group(1))) / 1000
+    return Run(int(evals.group(2)) / seconds, None)
+
+
+def run_native_bench(tool: str, model: Path, tokens: int, threads: int) -> Run:
     proc = subprocess.run(
         [tool, "-m", str(model), "-p", "0", "-n", str(tokens), "-t", str(threads), "-r", "1", "-o", "json"],
         capture_output=True,
@@ -147,7 +185,8 @@ def main() -> None:
             for depth in depths:
                 cells[depth].stride.append(run_stride(model, depth, args.tokens, args.threads))
                 if depth == 0:
-                    cells[depth].native.append(run_native_plain(tools["LLAMA_BENCH"], model, args.tokens, args.threads))
+                    cells[0].native.append(run_native_loop(tools["LLAMA_COMPLETION"], model, args.tokens, args.threads))
+                    cells[0].bench.append(run_native_bench(tools["LLAMA_BENCH"], model, args.tokens, args.threads))
                 else:
                     cells[depth].native.append(
                         run_native_mtp(tools["LLAMA_SPECULATIVE_SIMPLE"], model, depth, args.tokens, args.threads)
@@ -181,6 +220,15 @@ def main() -> None:
                 f"| {name} | {depth} | {s:.2f} | {n:.2f} | {s / n:.3f} | {_fmt(sa)} | {_fmt(na)} "
                 f"| {share:.2f} | {share * n / s:.2f} |"
             )
+    if any(cells[0].bench for cells in results.values() if 0 in cells):
+        print("\n| fixture | Stride depth 0 tok/s | llama-bench tok/s (decode calls only) | ratio |")
+        print("|---|---|---|---|")
+        for name, cells in results.items():
+            if 0 in cells and cells[0].bench:
+                s = statistics.median(r.tokens_per_second for r in cells[0].stride)
+                b = statistics.median(r.tokens_per_second for r in cells[0].bench)
+                summary[f"{name}/0"]["llama_bench"] = b
+                print(f"| {name} | {s:.2f} | {b:.2f} | {s / b:.3f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
 

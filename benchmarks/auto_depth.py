@@ -1,10 +1,14 @@
 """Auto depth vs every fixed depth, side by side in one process, per part of the reply.
 
 For each fixture the model is loaded once; each repeat runs depths 0-3 and auto in turn on the
-same prompt from an empty cache, auto with a fresh tuner (the first reply after loading, its worst
-case). Tokens/s is measured from per-token timestamps, over the whole reply and, on the "shift"
-fixtures, over each part (before and after reply token fixtures.SHIFT_AT, where head agreement
-changes). Medians of the repeats; auto / best fixed depth per part.
+same prompt from an empty cache, auto twice: with a fresh tuner (the first reply after loading,
+its worst case) and with the tuner an unmeasured reply before it left (any later reply in a chat,
+as in the app, where the tuner outlives a reply). Tokens/s is measured from per-token timestamps,
+over the whole reply and, on the "shift" fixtures, over each part (before and after reply token
+fixtures.SHIFT_AT, where head agreement changes). Medians of the repeats per depth; the best fixed
+depth is the one with the best median, and auto / best is the median over repeats of auto's rate
+over that depth's rate in the same repeat (runs a minute apart, so slow drift of the machine's
+speed, often +-10 % over a few minutes here, cancels), with the range over repeats in brackets.
 
     benchmarks/build_native.sh   # once: llama-quantize for the q8 fixture
     python -m benchmarks.auto_depth --fixtures main,high,low,off,q8,shift-down,shift-up --repeat 3
@@ -25,7 +29,8 @@ from engine.generate import AUTO, Delta, GenerationParams
 from engine.runtime import LoadOptions, Runtime
 from engine.stats import ReplyStats
 
-DEPTHS: tuple[int | str, ...] = (0, 1, 2, 3, AUTO)
+AUTO_LATER = "auto-later"  # auto on a reply after another one: the tuner already has measurements
+DEPTHS: tuple[int | str, ...] = (0, 1, 2, 3, AUTO, AUTO_LATER)
 
 
 def run_once(runtime: Runtime, prompt: list[int], depth: int | str, tokens: int, split: int | None) -> list[float]:
@@ -35,8 +40,12 @@ def run_once(runtime: Runtime, prompt: list[int], depth: int | str, tokens: int,
     def on_delta(delta: Delta, _stats: ReplyStats) -> None:
         marks.append((len(delta.token_ids) + (marks[-1][0] if marks else 0), time.perf_counter()))
 
-    runtime.generator.reset()
     runtime.generator._tuner = None  # auto starts from nothing, as on the first reply after loading
+    if depth == AUTO_LATER:
+        depth = AUTO
+        runtime.generator.reset()
+        runtime.generate(prompt, GenerationParams(max_tokens=tokens, mtp_depth=AUTO))
+    runtime.generator.reset()  # the KV caches, not the tuner
     reply = runtime.generate(prompt, GenerationParams(max_tokens=tokens, mtp_depth=depth), on_delta=on_delta)
     t0 = reply.stats.t_prompt_done or marks[0][1]
     bounds = [0, split, marks[-1][0]] if split else [0, marks[-1][0]]
@@ -49,6 +58,12 @@ def run_once(runtime: Runtime, prompt: list[int], depth: int | str, tokens: int,
     return rates
 
 
+def paired_ratio(auto: list[list[float]], best: list[list[float]], part: int) -> str:
+    """Median over repeats of auto's rate over the best depth's in the same repeat, and their range."""
+    ratios = sorted(a[part] / b[part] for a, b in zip(auto, best))
+    return f"{statistics.median(ratios):.3f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fixtures", default="main,high,low,off,q8,shift-down,shift-up")
@@ -58,10 +73,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=fixtures.CACHE / "auto_depth.json")
     args = parser.parse_args()
     quantize = native_tools()["LLAMA_QUANTIZE"]
-    summary: dict[str, dict[str, list[float]]] = {}
+    summary: dict[str, dict[str, dict[str, list[list[float]]]]] = {}
     print(f"tokens={args.tokens} repeat={args.repeat} threads={args.threads} prompt={fixtures.PROMPT!r}")
-    print("| fixture | part | depth 0 | 1 | 2 | 3 | auto | auto / best fixed |")
-    print("|---|---|---|---|---|---|---|---|")
+    header = "auto, first reply | later reply | first / best fixed | later / best fixed"
+    print(f"| fixture | part | depth 0 | 1 | 2 | 3 | {header} |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.fixtures.split(","):
         split = fixtures.SHIFT_AT if fixtures.CATALOGUE[name].shift is not None else None
         tokens = 2 * fixtures.SHIFT_AT if split else args.tokens
@@ -74,14 +90,18 @@ def main() -> None:
                     runs[str(depth)].append(run_once(runtime, prompt, depth, tokens, split))
         finally:
             runtime.close()
-        medians = {d: [statistics.median(r[p] for r in rs) for p in range(len(rs[0]))] for d, rs in runs.items()}
-        summary[name] = medians
-        for part in range(len(medians["0"])):
-            fixed = [medians[str(d)][part] for d in DEPTHS if d != AUTO]
-            auto = medians[AUTO][part]
+        summary[name] = {"runs": runs}
+        for part in range(len(runs["0"][0])):
+            medians = {d: statistics.median(r[part] for r in rs) for d, rs in runs.items()}
+            fixed = [medians[str(d)] for d in DEPTHS if isinstance(d, int)]
+            best = str(max((d for d in DEPTHS if isinstance(d, int)), key=lambda d: medians[str(d)]))
             label = ("whole", "first", "second")[part + 1 if split else 0]
             cells = " | ".join(f"{v:.2f}" for v in fixed)
-            print(f"| {name} | {label} | {cells} | {auto:.2f} | {auto / max(fixed):.3f} |", flush=True)
+            ratios = " | ".join(paired_ratio(runs[auto], runs[best], part) for auto in (AUTO, AUTO_LATER))
+            print(
+                f"| {name} | {label} | {cells} | {medians[AUTO]:.2f} | {medians[AUTO_LATER]:.2f} | {ratios} |",
+                flush=True,
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.compare_native import fixture_path
+from benchmarks.fixtures import fixture_path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "Once upon a time " * 60

@@ -126,7 +126,9 @@ class DepthTuner:
     def _first_head_could_pay(self) -> bool:
         """While Off is best: whether depth 1 might beat it, with the first head at its optimistic bound."""
         seconds, off_rate = self._step_seconds[1], self.rate(0)
-        return bool(seconds and off_rate) and self.expected_tokens(1, optimistic_from=0) / seconds > off_rate
+        if not seconds or off_rate is None:
+            return False
+        return self.expected_tokens(1, optimistic_from=0) / seconds > off_rate
 
     def best(self) -> int:
         return max(range(self.max_depth + 1), key=lambda d: self.rate(d) or 0.0)

@@ -81,29 +81,17 @@ def run_stride(model: Path, depth: int, tokens: int, threads: int) -> Run:
     return Run(data["tokens_per_second"], data["acceptance"], data["verify_seconds"] / data["decode_seconds"])
 
 
+def llama_args(model: Path, tokens: int, threads: int) -> list[str]:
+    """The run both native drivers share: greedy, same prompt, context and seed as Stride's."""
+    return [
+        *("-m", str(model), "-p", PROMPT, "-n", str(tokens), "-t", str(threads)),
+        *("-c", "2048", "--temp", "0", "--seed", "1"),
+    ]
+
+
 def run_native_mtp(tool: str, model: Path, depth: int, tokens: int, threads: int) -> Run:
     proc = subprocess.run(
-        [
-            tool,
-            "-m",
-            str(model),
-            "--spec-type",
-            "draft-mtp",
-            "--spec-draft-n-max",
-            str(depth),
-            "-p",
-            PROMPT,
-            "-n",
-            str(tokens),
-            "-t",
-            str(threads),
-            "-c",
-            "2048",
-            "--temp",
-            "0",
-            "--seed",
-            "1",
-        ],
+        [tool, *llama_args(model, tokens, threads), "--spec-type", "draft-mtp", "--spec-draft-n-max", str(depth)],
         capture_output=True,
         text=True,
         check=True,
@@ -119,25 +107,7 @@ def run_native_mtp(tool: str, model: Path, depth: int, tokens: int, threads: int
 def run_native_loop(tool: str, model: Path, tokens: int, threads: int) -> Run:
     """llama-completion, greedy: tokens over the time in its decode calls and its sampler."""
     proc = subprocess.run(
-        [
-            tool,
-            "-m",
-            str(model),
-            "-p",
-            PROMPT,
-            "-n",
-            str(tokens),
-            "-t",
-            str(threads),
-            "-c",
-            "2048",
-            "--temp",
-            "0",
-            "--seed",
-            "1",
-            "--ignore-eos",
-            "-no-cnv",
-        ],
+        [tool, *llama_args(model, tokens, threads), "--ignore-eos", "-no-cnv"],
         capture_output=True,
         text=True,
         check=True,

@@ -358,7 +358,7 @@ def test_auto_depth_and_probabilistic_drafting_round_trip(tmp_path: Path, qtbot:
 
 @pytest.mark.parametrize(("name", "value"), [("mtp_depth", "fast"), ("mtp_depth", 4), ("draft_sampling", "wild")])
 def test_bad_depth_or_draft_sampling_is_named(name: str, value: object) -> None:
-    problems = validate(replace(Settings(), **{name: value}))
+    problems = validate(replace(Settings(), **{name: value}))  # type: ignore[arg-type]
     assert len(problems) == 1 and LABELS[name] in problems[0]
 
 

@@ -78,7 +78,7 @@ def test_probabilistic_drafts_are_accepted_more_often_than_greedy_ones(runtime: 
     for mode in ("greedy", "probabilistic"):
         drafted = accepted = 0
         for seed in range(300):
-            stats = runtime.generate(prompt, params(seed, 3, mode)).stats  # type: ignore[arg-type]
+            stats = runtime.generate(prompt, params(seed, 3, mode)).stats
             drafted, accepted = drafted + stats.n_drafted, accepted + stats.n_accepted
         acceptance[mode] = accepted / drafted
     # The heads prefer the trunk's second choice: a greedy draft passes about as often as the trunk

@@ -115,20 +115,17 @@ class DepthTuner:
         seconds = self._step_seconds[depth]
         return self.expected_tokens(depth) / seconds if seconds else None
 
-    def could_beat(self, depth: int, best: int) -> bool:
-        """Whether `depth` might be faster than `best`, optimistic about the heads `best` does not run."""
+    def could_beat(self, depth: int, best: int, optimistic_from: int | None = None) -> bool:
+        """Whether `depth` might be faster than `best`, optimistic about the heads from `optimistic_from` on.
+
+        By default those are the heads `best` does not run: heads below it are observed by every
+        step at it, and while Off is best, the first head by probes.
+        """
         seconds, best_rate = self._step_seconds[depth], self.rate(best)
         if not seconds or best_rate is None:
             return True
-        # Heads below `best` are observed by every step at it; while Off is best, the first head by probes.
-        return self.expected_tokens(depth, optimistic_from=max(best, 1)) / seconds > best_rate
-
-    def _first_head_could_pay(self) -> bool:
-        """While Off is best: whether depth 1 might beat it, with the first head at its optimistic bound."""
-        seconds, off_rate = self._step_seconds[1], self.rate(0)
-        if not seconds or off_rate is None:
-            return False
-        return self.expected_tokens(1, optimistic_from=0) / seconds > off_rate
+        optimistic = max(best, 1) if optimistic_from is None else optimistic_from
+        return self.expected_tokens(depth, optimistic_from=optimistic) / seconds > best_rate
 
     def best(self) -> int:
         return max(range(self.max_depth + 1), key=lambda d: self.rate(d) or 0.0)
@@ -185,7 +182,7 @@ class DepthTuner:
         if self._exploring:
             # While the first head might yet make depth 1 pay, probes keep coming often, and a
             # match is followed up at once: on a wrong start, Off is left quickly.
-            hopeful = self.probing and self._first_head_could_pay()
+            hopeful = self.probing and self.could_beat(1, 0, optimistic_from=0)
             stale = surprise or hopeful or self.best() != best_before
             self._interval = self.explore_min if stale else min(2 * self._interval, self.explore_max)
             follow_up = self.probing and n_accepted > 0 and (surprise or hopeful)

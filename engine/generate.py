@@ -312,7 +312,7 @@ class Generator:
             stats.step(len(draft), n_accepted, len(emitted))
             if tuner:
                 n_passed = int(sampled[0] == drafted[0]) if probe and drafted else n_accepted
-                # A bounded queue's catch-up of unused heads is not what this step's depth costs.
+                # Catching up heads the depth left behind is not what this step's depth costs.
                 flushed = drafter.flush_seconds - flushed_before if drafter else 0.0
                 tuner.record(step_depth, len(drafted), n_passed, time.perf_counter() - step_start - flushed)
                 stats.depth_now = step_depth

@@ -11,10 +11,19 @@ splits the rate into two things it can estimate well:
   and model, measured per depth; as the context grows or the machine gets busy, every depth's
   time moves with the one being run, keeping the ratios measured between them.
 
-Both are exponentially decaying estimates, so they follow the text as it changes; when a head's
-last few outcomes contradict its long-run estimate, the history is dropped. Start-up runs every
-depth once, deepest first, and the deepest twice (its first step pages the heads' weights in).
-After that only depths that could still win get a turn: a step at the best depth observes every
+Both are exponentially decaying estimates, so they follow the text as it changes; when a run of
+a head's latest outcomes is too unlikely under its long-run estimate (a binomial test), the
+history is dropped. Start-up runs every depth once, deepest first, and the deepest twice (its
+first step pages the heads' weights in).
+
+Steps then run at the depth that wins with each head's acceptance drawn from its posterior
+(Thompson sampling), not at the one that wins on the estimates: a depth not being run gets few
+observations, so an estimate that a few unlucky outcomes pushed down would otherwise keep a good
+depth out of use for long (on the benchmark's low fixture, Off was run while depth 1 was 10 %
+faster). Close depths share the steps by their odds of being the best; clearly slower ones
+rarely get one.
+
+Besides, only depths that could still win get a turn: a step at the best depth observes every
 head up to it, so a deeper depth is explored when its rate, with the heads the best depth does
 not run at an optimistic bound, beats the best. The bound widens while a head goes unobserved,
 so a depth ruled out by solid evidence comes back into question after a while, and a barely
@@ -33,10 +42,12 @@ Output is lossless whatever it picks: verification is exact.
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-CHANGE = 0.4  # when the recent and the long-run acceptance of a head differ this much, the text changed
-FAST_MEMORY = 0.7  # the recent estimate: about the last three observations
+CHANGE_WINDOW = 10  # a head's last outcomes, tested against its long-run acceptance
+CHANGE_ODDS = 0.01  # a run of recent outcomes this unlikely under the long-run estimate: the text changed
 PRIOR_TRIALS = 2.0  # a head starts at 50 % acceptance worth two observations
 TIME_SMOOTHING = 0.25  # weight of a new step time in its depth's moving average
 OUTLIER_FACTOR = 2.0  # one step slowed by something else on the machine counts as at most 2x
@@ -46,17 +57,20 @@ PROBE_SURPRISE = 0.3  # a probe's single outcome: a match the estimates gave les
 PROBE_FOLLOW_UP = 2  # steps until the next probe after a surprising or hopeful match
 OPTIMISM_Z = 1.5  # width of the optimistic bound on a hidden head's acceptance (Wilson score)
 UNSEEN_DECAY = 0.98  # per step a head goes unobserved, its evidence counts this much less in the bound
+# Thompson sampling draws each head's acceptance from a beta posterior on this many times its
+# evidence: half the spread, so depths that are almost surely slower rarely get a step.
+SAMPLING_WEIGHT = 4.0
 
 
 @dataclass
 class DepthTuner:
     max_depth: int
-    memory: float = 0.93  # per observation of a head: about the last 15 count
+    memory: float = 0.96  # per observation of a head: about the last 25 count
     explore_min: int = 8
     explore_max: int = 16
     _trials: list[float] = field(init=False)  # per head j = index: decayed observations
     _accepted: list[float] = field(init=False)
-    _recent: list[float] = field(init=False)  # per head: acceptance over the last few observations
+    _recent: list[list[bool]] = field(init=False)  # per head: its last CHANGE_WINDOW outcomes, newest last
     _step_seconds: list[float | None] = field(init=False)  # per depth
     _last_tried: list[int] = field(init=False)
     _timed: list[int] = field(init=False)  # per depth: steps timed
@@ -65,12 +79,13 @@ class DepthTuner:
     _interval: int = 0
     _next_explore: int = 0
     _exploring: bool = False
+    _rng: random.Random = field(default_factory=lambda: random.Random(0))  # seeded: runs can be replayed
     probing: bool = False  # this step runs at Off but the first head drafts one token to compare
 
     def __post_init__(self) -> None:
         self._trials = [PRIOR_TRIALS] * self.max_depth
         self._accepted = [PRIOR_TRIALS / 2] * self.max_depth
-        self._recent = [0.5] * self.max_depth
+        self._recent = [[] for _ in range(self.max_depth)]
         self._step_seconds = [None] * (self.max_depth + 1)
         self._last_tried = [-1] * (self.max_depth + 1)
         self._timed = [0] * (self.max_depth + 1)
@@ -94,12 +109,10 @@ class DepthTuner:
 
         Heads from `optimistic_from` on count at their optimistic bound.
         """
-        total, chain = 1.0, 1.0
-        for head in range(depth):
-            hidden = optimistic_from is not None and head >= optimistic_from
-            chain *= self.optimistic_acceptance(head) if hidden else self.head_acceptance(head)
-            total += chain
-        return total
+        hidden = range(depth if optimistic_from is None else optimistic_from, depth)
+        return tokens_per_step(
+            [self.optimistic_acceptance(h) if h in hidden else self.head_acceptance(h) for h in range(depth)]
+        )
 
     def outcome_probability(self, n_drafted: int, n_accepted: int) -> float:
         """How likely the estimates made it that exactly n_accepted of n_drafted drafts pass."""
@@ -130,6 +143,19 @@ class DepthTuner:
     def best(self) -> int:
         return max(range(self.max_depth + 1), key=lambda d: self.rate(d) or 0.0)
 
+    def sampled_best(self) -> int:
+        """The best depth with each head's acceptance drawn from its posterior (Thompson sampling)."""
+        draws = []
+        for head in range(self.max_depth):
+            n, a = SAMPLING_WEIGHT * self._trials[head], self.head_acceptance(head)
+            draws.append(self._rng.betavariate(a * n + 0.5, (1.0 - a) * n + 0.5))
+
+        def sampled_rate(depth: int) -> float:
+            seconds = self._step_seconds[depth]
+            return tokens_per_step(draws[:depth]) / seconds if seconds else 0.0
+
+        return max(range(self.max_depth + 1), key=sampled_rate)
+
     def choose(self) -> int:
         self._step += 1
         # Start-up: every depth once, deepest first (one step there measures every head's
@@ -139,7 +165,7 @@ class DepthTuner:
         untried = [d for d in range(self.max_depth, -1, -1) if self._step_seconds[d] is None]
         if untried:
             return untried[0]
-        best = self.best()
+        best = self.sampled_best()
         self._exploring = self._step >= self._next_explore
         self.probing = False
         if not self._exploring:
@@ -167,12 +193,16 @@ class DepthTuner:
         surprise = self.outcome_probability(n_drafted, n_accepted) < (PROBE_SURPRISE if self.probing else SURPRISE)
         # Head j was put to the test when every head before it was accepted.
         for head in range(min(n_drafted, n_accepted + 1)):
-            passed = 1.0 if head < n_accepted else 0.0
-            self._recent[head] = FAST_MEMORY * self._recent[head] + (1.0 - FAST_MEMORY) * passed
-            if abs(self._recent[head] - self.head_acceptance(head)) > CHANGE:
-                # The text changed: the long-run history describes other text, start again from the recent one.
-                self._trials[head] = PRIOR_TRIALS
-                self._accepted[head] = PRIOR_TRIALS * self._recent[head]
+            passed = head < n_accepted
+            recent = self._recent[head]
+            recent.append(passed)
+            del recent[:-CHANGE_WINDOW]
+            changed = changed_run(recent, self.head_acceptance(head))
+            if changed:
+                # The text changed: the long-run history describes other text, start again from the recent run.
+                self._trials[head] = PRIOR_TRIALS + changed - 1
+                self._accepted[head] = PRIOR_TRIALS / 2 + sum(recent[-changed:-1])
+                del recent[:-changed]
             self._trials[head] = self.memory * self._trials[head] + 1.0
             self._accepted[head] = self.memory * self._accepted[head] + passed
             self._last_seen[head] = self._step
@@ -208,3 +238,33 @@ class DepthTuner:
             self._step_seconds = [
                 other if other is None or d == depth else other * scale for d, other in enumerate(self._step_seconds)
             ]
+
+
+def tokens_per_step(acceptances: Sequence[float]) -> float:
+    """The sampled token plus the accepted drafts: 1 + a1 + a1*a2 + ... for heads' acceptances a_j."""
+    total, chain = 1.0, 1.0
+    for acceptance in acceptances:
+        chain *= acceptance
+        total += chain
+    return total
+
+
+def changed_run(outcomes: Sequence[bool], p: float) -> int:
+    """The length of the shortest run of latest outcomes too unlikely under acceptance p, or 0.
+
+    Runs ending now are scanned from the shortest: a sharp change (two misses at p = 0.98) is
+    caught at once, a mild one after more outcomes, while a streak that chance explains (four
+    misses in a row at p = 0.55 turn up every few dozen outcomes) changes nothing.
+    """
+    passed = 0
+    for k in range(1, len(outcomes) + 1):
+        passed += outcomes[-k]
+        if k >= 2 and _binomial_tail(k, passed, p) < CHANGE_ODDS:
+            return k
+    return 0
+
+
+def _binomial_tail(n: int, s: int, p: float) -> float:
+    """The odds that a binomial(n, p) count lies at least as far from n*p as s, on the same side."""
+    counts = range(s, n + 1) if s >= n * p else range(0, s + 1)
+    return sum(math.comb(n, x) * p**x * (1.0 - p) ** (n - x) for x in counts)

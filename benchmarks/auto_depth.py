@@ -1,14 +1,15 @@
 """Auto depth vs every fixed depth, side by side in one process, per part of the reply.
 
 For each fixture the model is loaded once; each repeat runs depths 0-3 and auto in turn on the
-same prompt from an empty cache, auto twice: with a fresh tuner (the first reply after loading,
-its worst case) and with the tuner an unmeasured reply before it left (any later reply in a chat,
-as in the app, where the tuner outlives a reply). Tokens/s is measured from per-token timestamps,
-over the whole reply and, on the "shift" fixtures, over each part (before and after reply token
-fixtures.SHIFT_AT, where head agreement changes). Medians of the repeats per depth; the best fixed
-depth is the one with the best median, and auto / best is the median over repeats of auto's rate
-over that depth's rate in the same repeat (runs a minute apart, so slow drift of the machine's
-speed, often +-10 % over a few minutes here, cancels), with the range over repeats in brackets.
+same prompt from an empty cache (in reverse order every other repeat), auto twice: with a fresh
+tuner (the first reply after loading, its worst case) and with the tuner an unmeasured reply
+before it left (any later reply in a chat, as in the app, where the tuner outlives a reply).
+Tokens/s is measured from per-token timestamps, over the whole reply and, on the "shift"
+fixtures, over each part (before and after reply token fixtures.SHIFT_AT, where head agreement
+changes). Medians of the repeats per depth; the best fixed depth is the one with the best median,
+and auto / best is the median over repeats of auto's rate over that depth's rate in the same
+repeat (under a minute apart, so slow drift of the machine's speed, often +-10 % over a few
+minutes here, cancels), with the range over repeats in brackets.
 
     benchmarks/build_native.sh   # once: llama-quantize for the q8 fixture
     python -m benchmarks.auto_depth --fixtures main,high,low,off,q8,shift-down,shift-up --repeat 3
@@ -85,8 +86,9 @@ def main() -> None:
         try:
             prompt = runtime.tokenize(fixtures.PROMPT)
             runs: dict[str, list[list[float]]] = {str(d): [] for d in DEPTHS}
-            for _ in range(args.repeat):
-                for depth in DEPTHS:
+            for repeat in range(args.repeat):
+                # Reversed every other repeat: a drift of the machine's speed within a repeat favours no depth.
+                for depth in DEPTHS if repeat % 2 == 0 else DEPTHS[::-1]:
                     runs[str(depth)].append(run_once(runtime, prompt, depth, tokens, split))
         finally:
             runtime.close()

@@ -1,11 +1,13 @@
 """Stride's MTP driver vs llama.cpp's own, side by side on the same files, threads and prompt.
 
-For each fixture and repeat, each depth runs Stride (`stride-cli bench`) and then native
-llama.cpp on the same file: `llama-speculative-simple --spec-type draft-mtp
---spec-draft-n-max D` for depths 1-3; for depth 0 (plain decoding), llama.cpp's own decode loop
-with sampling, `llama-completion` (its eval plus sampling time), and also `llama-bench -n N`,
-which times decode calls alone and samples nothing. Alternating keeps machine noise from
-favouring either side; ratios are what the tables report.
+For each fixture and repeat, each depth runs Stride (`stride-cli bench`) and native llama.cpp
+on the same file: `llama-speculative-simple --spec-type draft-mtp --spec-draft-n-max D` for
+depths 1-3; for depth 0 (plain decoding), llama.cpp's own decode loop with sampling,
+`llama-completion` (its eval plus sampling time), and also `llama-bench -n N`, which times decode
+calls alone and samples nothing. Stride runs first in even repeats and last in odd ones, so
+neither side always gets the machine first; the ratio reported is the median over repeats of
+Stride's rate over native's in the same repeat (seconds apart: the machine's speed drifts by
+several % over minutes), with their range.
 
     benchmarks/build_native.sh        # once: builds the native tools into ~/.cache/stride/native
     python -m benchmarks.compare_native --tokens 128 --repeat 3 --threads 2 [--fixtures main,high,low]
@@ -132,6 +134,12 @@ def run_native_bench(tool: str, model: Path, tokens: int, threads: int) -> Run:
     return Run(float(result["avg_ts"]), None)
 
 
+def paired_ratio(stride: list[Run], native: list[Run]) -> tuple[float, str]:
+    """The median over repeats of Stride's rate over native's in the same repeat, and their range."""
+    ratios = sorted(s.tokens_per_second / n.tokens_per_second for s, n in zip(stride, native))
+    return statistics.median(ratios), f"({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
 def _fmt(acceptance: float | None) -> str:
     return "-" if acceptance is None else f"{acceptance:.3f}"
 
@@ -151,9 +159,10 @@ def main() -> None:
     for name in args.fixtures.split(","):
         model = fixtures.fixture_path(name, tools["LLAMA_QUANTIZE"])
         cells = results.setdefault(name, {d: Cell() for d in depths})
-        for _ in range(args.repeat):
+        for repeat in range(args.repeat):
             for depth in depths:
-                cells[depth].stride.append(run_stride(model, depth, args.tokens, args.threads))
+                if repeat % 2 == 0:
+                    cells[depth].stride.append(run_stride(model, depth, args.tokens, args.threads))
                 if depth == 0:
                     cells[0].native.append(run_native_loop(tools["LLAMA_COMPLETION"], model, args.tokens, args.threads))
                     cells[0].bench.append(run_native_bench(tools["LLAMA_BENCH"], model, args.tokens, args.threads))
@@ -161,6 +170,8 @@ def main() -> None:
                     cells[depth].native.append(
                         run_native_mtp(tools["LLAMA_SPECULATIVE_SIMPLE"], model, depth, args.tokens, args.threads)
                     )
+                if repeat % 2 == 1:
+                    cells[depth].stride.append(run_stride(model, depth, args.tokens, args.threads))
     print(f"tokens={args.tokens} repeat={args.repeat} threads={args.threads} prompt={PROMPT!r}")
     print(
         "| fixture | depth | Stride tok/s | native tok/s | ratio | Stride acceptance | native acceptance "
@@ -172,6 +183,7 @@ def main() -> None:
         for depth, cell in cells.items():
             s = statistics.median(r.tokens_per_second for r in cell.stride)
             n = statistics.median(r.tokens_per_second for r in cell.native)
+            ratio, spread = paired_ratio(cell.stride, cell.native)
             sa = cell.stride[0].acceptance
             na = cell.native[0].acceptance
             # Both verify with the same llama.cpp and accept the same drafts, so they share one
@@ -180,14 +192,14 @@ def main() -> None:
             summary[f"{name}/{depth}"] = {
                 "stride": s,
                 "native": n,
-                "ratio": s / n,
+                "ratio": ratio,
                 "stride_acc": sa,
                 "native_acc": na,
                 "stride_ceiling_share": share,
                 "native_ceiling_share": share * n / s,
             }
             print(
-                f"| {name} | {depth} | {s:.2f} | {n:.2f} | {s / n:.3f} | {_fmt(sa)} | {_fmt(na)} "
+                f"| {name} | {depth} | {s:.2f} | {n:.2f} | {ratio:.3f} {spread} | {_fmt(sa)} | {_fmt(na)} "
                 f"| {share:.2f} | {share * n / s:.2f} |"
             )
     if any(cells[0].bench for cells in results.values() if 0 in cells):
@@ -197,8 +209,9 @@ def main() -> None:
             if 0 in cells and cells[0].bench:
                 s = statistics.median(r.tokens_per_second for r in cells[0].stride)
                 b = statistics.median(r.tokens_per_second for r in cells[0].bench)
+                ratio, spread = paired_ratio(cells[0].stride, cells[0].bench)
                 summary[f"{name}/0"]["llama_bench"] = b
-                print(f"| {name} | {s:.2f} | {b:.2f} | {s / b:.3f} |")
+                print(f"| {name} | {s:.2f} | {b:.2f} | {ratio:.3f} {spread} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks import fixtures
-from benchmarks.compare_native import native_tools
+from benchmarks.compare_native import native_tools, paired_ratio
 from engine.generate import AUTO, Delta, GenerationParams
 from engine.runtime import LoadOptions, Runtime
 from engine.stats import ReplyStats
@@ -59,12 +59,6 @@ def run_once(runtime: Runtime, prompt: list[int], depth: int | str, tokens: int,
     return rates
 
 
-def paired_ratio(auto: list[list[float]], best: list[list[float]], part: int) -> str:
-    """Median over repeats of auto's rate over the best depth's in the same repeat, and their range."""
-    ratios = sorted(a[part] / b[part] for a, b in zip(auto, best))
-    return f"{statistics.median(ratios):.3f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fixtures", default="main,high,low,off,q8,shift-down,shift-up")
@@ -94,12 +88,14 @@ def main() -> None:
             runtime.close()
         summary[name] = {"runs": runs}
         for part in range(len(runs["0"][0])):
-            medians = {d: statistics.median(r[part] for r in rs) for d, rs in runs.items()}
+            part_rates = {d: [r[part] for r in rs] for d, rs in runs.items()}
+            medians = {d: statistics.median(rates) for d, rates in part_rates.items()}
             fixed = [medians[str(d)] for d in DEPTHS if isinstance(d, int)]
             best = str(max((d for d in DEPTHS if isinstance(d, int)), key=lambda d: medians[str(d)]))
             label = ("whole", "first", "second")[part + 1 if split else 0]
             cells = " | ".join(f"{v:.2f}" for v in fixed)
-            ratios = " | ".join(paired_ratio(runs[auto], runs[best], part) for auto in (AUTO, AUTO_LATER))
+            paired = [paired_ratio(part_rates[a], part_rates[best]) for a in (AUTO, AUTO_LATER)]
+            ratios = " | ".join(f"{ratio:.3f} {spread}" for ratio, spread in paired)
             print(
                 f"| {name} | {label} | {cells} | {medians[AUTO]:.2f} | {medians[AUTO_LATER]:.2f} | {ratios} |",
                 flush=True,

@@ -21,6 +21,7 @@ import re
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,10 +135,14 @@ def run_native_bench(tool: str, model: Path, tokens: int, threads: int) -> Run:
     return Run(float(result["avg_ts"]), None)
 
 
-def paired_ratio(stride: list[Run], native: list[Run]) -> tuple[float, str]:
-    """The median over repeats of Stride's rate over native's in the same repeat, and their range."""
-    ratios = sorted(s.tokens_per_second / n.tokens_per_second for s, n in zip(stride, native))
+def paired_ratio(rates: Sequence[float], references: Sequence[float]) -> tuple[float, str]:
+    """The median over repeats of a rate over its reference in the same repeat, and their range."""
+    ratios = sorted(r / ref for r, ref in zip(rates, references))
     return statistics.median(ratios), f"({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
+def tokens_per_second(runs: list[Run]) -> list[float]:
+    return [r.tokens_per_second for r in runs]
 
 
 def _fmt(acceptance: float | None) -> str:
@@ -183,7 +188,7 @@ def main() -> None:
         for depth, cell in cells.items():
             s = statistics.median(r.tokens_per_second for r in cell.stride)
             n = statistics.median(r.tokens_per_second for r in cell.native)
-            ratio, spread = paired_ratio(cell.stride, cell.native)
+            ratio, spread = paired_ratio(tokens_per_second(cell.stride), tokens_per_second(cell.native))
             sa = cell.stride[0].acceptance
             na = cell.native[0].acceptance
             # Both verify with the same llama.cpp and accept the same drafts, so they share one
@@ -209,7 +214,7 @@ def main() -> None:
             if 0 in cells and cells[0].bench:
                 s = statistics.median(r.tokens_per_second for r in cells[0].stride)
                 b = statistics.median(r.tokens_per_second for r in cells[0].bench)
-                ratio, spread = paired_ratio(cells[0].stride, cells[0].bench)
+                ratio, spread = paired_ratio(tokens_per_second(cells[0].stride), tokens_per_second(cells[0].bench))
                 summary[f"{name}/0"]["llama_bench"] = b
                 print(f"| {name} | {s:.2f} | {b:.2f} | {ratio:.3f} {spread} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,10 @@ class Costs:
     draft: float
     row: float
 
+    def step(self, depth: int) -> float:
+        """A step at `depth` by a head that has seen every position before it."""
+        return self.verify[depth + 1] + self.draft * depth
+
 
 # Measured on the benchmark fixture (2 cores, f16): verifying 2-3 tokens costs 1.35x one, 4 tokens
 # 1.75x; a draft call 3.8 ms plus 0.24 ms per position the head had not seen (one or two per step
@@ -62,7 +66,7 @@ def simulate(
         while n_accepted < depth and draws[step, n_accepted] < heads[n_accepted]:
             n_accepted += 1
         drafting = 1 if probing else depth
-        took = costs.verify[depth + 1] + costs.draft * drafting
+        took = costs.step(depth) + (costs.draft if probing else 0.0)
         caught_up = 0.0  # far-behind heads catch up in calls of their own, left out of the step's time
         for head in range(drafting):
             lag, seen[head] = position - seen[head], position
@@ -161,7 +165,7 @@ def test_probes_watch_the_heads_while_off_is_best() -> None:
             tuner.record(0, 1, 0, 0.03)
         else:
             visits += step >= 4 and depth > 0  # after the start-up trials: a step time refreshed
-            tuner.record(depth, depth, 0, MEASURED.verify[depth + 1] + MEASURED.draft * depth)
+            tuner.record(depth, depth, 0, MEASURED.step(depth))
     assert tuner.best() == 0
     assert visits <= 3  # heads that never agree are not worth a verification
     assert 300 / 17 < probes + visits < 300 / 7  # a turn every 8-16 steps: cheap enough, often enough

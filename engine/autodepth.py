@@ -27,15 +27,19 @@ Besides, only depths that could still win get a turn: a step at the best depth o
 head up to it, so a deeper depth is explored when its rate, with the heads the best depth does
 not run at an optimistic bound, beats the best. The bound widens while a head goes unobserved,
 so a depth ruled out by solid evidence comes back into question after a while, and a barely
-known one is tried soon; any depth's step time is re-measured after TIME_REFRESH_STEPS.
+known one is tried soon. A depth's step time is measured again, when a drift of that time could
+make it win, if it rests on one step (which something else on the machine may have slowed) or is
+TIME_REFRESH_STEPS old.
 Exploration backs off: a turn after `explore_min` steps, then after twice as many each time
 exploring changed nothing, up to `explore_max`; a change of best, or an outcome the estimates
 made unlikely (the text has changed under a depth not being run), resets it. Off (depth 0) is a
-candidate like any other; while Off is best, exploring is a *probe*: the first head drafts one
-token that is not verified but compared with the token the trunk then produces, which costs one
-draft call instead of a verification batch. Probes back off too, except while the first head might
-yet make depth 1 pay (its optimistic bound says so); a match that was surprising or hopeful is
-followed up two steps later, so a wrong start at Off is left quickly.
+candidate like any other; while Off is best, exploring is a *probe*: the first head catches up on
+the positions it missed with logits on the last few, which are the drafts it would have made
+there, compared with the tokens the trunk produced: several observations for the price of the
+catch-up (which any later use of the head pays anyway) and a few output rows. Probes back off
+too, except while the first head might yet make depth 1 pay (its optimistic bound says so);
+surprisingly many matches are followed up two steps later, so Off is left quickly when the text
+changes.
 Output is lossless whatever it picks: verification is exact.
 """
 
@@ -52,9 +56,12 @@ PRIOR_TRIALS = 2.0  # a head starts at 50 % acceptance worth two observations
 TIME_SMOOTHING = 0.25  # weight of a new step time in its depth's moving average
 OUTLIER_FACTOR = 2.0  # one step slowed by something else on the machine counts as at most 2x
 TIME_REFRESH_STEPS = 256  # a depth's step time is re-measured after this many steps without one
-SURPRISE = 0.05  # an explored step whose outcome was this unlikely means the estimates are stale
-PROBE_SURPRISE = 0.3  # a probe's single outcome: a match the estimates gave less than this odds
-PROBE_FOLLOW_UP = 2  # steps until the next probe after a surprising or hopeful match
+# ... if it could then win: it would, at its estimated acceptance, with a step time this much lower
+# (how far the ratio between two depths' step times drifts in that long).
+TIME_DRIFT = 0.15
+SURPRISE = 0.05  # an explored step or probe whose outcome was this unlikely means the estimates are stale
+LOOK_BACK_ROWS = 4  # a probe sees what the first head would have drafted after this many latest positions
+PROBE_FOLLOW_UP = 2  # steps until the next probe after surprisingly many matches
 OPTIMISM_Z = 1.5  # width of the optimistic bound on a hidden head's acceptance (Wilson score)
 UNSEEN_DECAY = 0.98  # per step a head goes unobserved, its evidence counts this much less in the bound
 # Thompson sampling draws each head's acceptance from a beta posterior on this many times its
@@ -128,17 +135,18 @@ class DepthTuner:
         seconds = self._step_seconds[depth]
         return self.expected_tokens(depth) / seconds if seconds else None
 
-    def could_beat(self, depth: int, best: int, optimistic_from: int | None = None) -> bool:
+    def could_beat(self, depth: int, best: int, optimistic_from: int | None = None, time_factor: float = 1.0) -> bool:
         """Whether `depth` might be faster than `best`, optimistic about the heads from `optimistic_from` on.
 
         By default those are the heads `best` does not run: heads below it are observed by every
-        step at it, and while Off is best, the first head by probes.
+        step at it, and while Off is best, the first head by probes. time_factor scales the step
+        time of `depth`.
         """
         seconds, best_rate = self._step_seconds[depth], self.rate(best)
         if not seconds or best_rate is None:
             return True
         optimistic = max(best, 1) if optimistic_from is None else optimistic_from
-        return self.expected_tokens(depth, optimistic_from=optimistic) / seconds > best_rate
+        return self.expected_tokens(depth, optimistic_from=optimistic) / (seconds * time_factor) > best_rate
 
     def best(self) -> int:
         return max(range(self.max_depth + 1), key=lambda d: self.rate(d) or 0.0)
@@ -172,52 +180,72 @@ class DepthTuner:
             return best
         # Running at `best` observes every head up to it, so shallower depths need no visit to know
         # their acceptance. Deeper depths hide heads the current depth does not run: explore those
-        # that could win. Refresh the others' step times only rarely (they belong to the machine).
+        # that could win. Refresh the others' step times only rarely (they belong to the machine),
+        # and only where a drift could change the choice: a visit after a long absence costs the
+        # heads' catch-up on every position they missed.
         hopeful = [d for d in range(self.max_depth + 1) if d != best and self.could_beat(d, best)]
-        stale = [d for d in range(self.max_depth + 1) if self._step - self._last_tried[d] > TIME_REFRESH_STEPS]
+        stale = [
+            d
+            for d in range(self.max_depth + 1)
+            if (self._timed[d] < 2 or self._step - self._last_tried[d] > TIME_REFRESH_STEPS)
+            and self.could_beat(d, best, optimistic_from=d, time_factor=1.0 - TIME_DRIFT)
+        ]
         candidates = sorted({*hopeful, *stale} - {best})
         if candidates:
             return min(candidates, key=lambda d: self._last_tried[d])
         if best == 0:
-            self.probing = True  # keep an eye on the first head for the price of one draft call
+            self.probing = True  # keep an eye on the first head: look back at what it would have drafted
         else:
             self._exploring = False  # nothing worth a turn yet: look again next step
         return best
 
-    def record(self, depth: int, n_drafted: int, n_accepted: int, seconds: float) -> None:
+    def record(
+        self, depth: int, n_drafted: int, n_accepted: int, seconds: float, first_head: Sequence[bool] = ()
+    ) -> None:
         """One step ran at `depth`: drafted n_drafted tokens, the target accepted n_accepted of them.
 
-        On a probe step (depth 0), n_accepted says whether the probe's draft matched the token produced.
+        On a probe step (Off), first_head says for each position looked back at whether the first
+        head's draft would have matched the token produced; seconds leaves the look-back out.
         """
         best_before = self.best()
-        surprise = self.outcome_probability(n_drafted, n_accepted) < (PROBE_SURPRISE if self.probing else SURPRISE)
-        # Head j was put to the test when every head before it was accepted.
-        for head in range(min(n_drafted, n_accepted + 1)):
-            passed = head < n_accepted
-            recent = self._recent[head]
-            recent.append(passed)
-            del recent[:-CHANGE_WINDOW]
-            changed = changed_run(recent, self.head_acceptance(head))
-            if changed:
-                # The text changed: the long-run history describes other text, start again from the recent run.
-                self._trials[head] = PRIOR_TRIALS + changed - 1
-                self._accepted[head] = PRIOR_TRIALS / 2 + sum(recent[-changed:-1])
-                del recent[:-changed]
-            self._trials[head] = self.memory * self._trials[head] + 1.0
-            self._accepted[head] = self.memory * self._accepted[head] + passed
-            self._last_seen[head] = self._step
-        if not self.probing:  # the probe's draft call is not part of what Off costs
-            self._time_step(depth, seconds)
+        promising = False  # a probe found surprisingly many matches
+        if self.probing:
+            expected, matches = self.head_acceptance(0) * len(first_head), sum(first_head)
+            surprise = bool(first_head) and (
+                _binomial_tail(len(first_head), matches, self.head_acceptance(0)) < SURPRISE
+            )
+            promising = surprise and matches > expected
+            for passed in first_head:
+                self._observe(0, passed)
+        else:
+            surprise = self.outcome_probability(n_drafted, n_accepted) < SURPRISE
+            # Head j was put to the test when every head before it was accepted.
+            for head in range(min(n_drafted, n_accepted + 1)):
+                self._observe(head, head < n_accepted)
+        self._time_step(depth, seconds)
         self._last_tried[depth] = self._step
         if self._exploring:
-            # While the first head might yet make depth 1 pay, probes keep coming often, and a
-            # match is followed up at once: on a wrong start, Off is left quickly.
+            # While the first head might yet make depth 1 pay, probes keep coming often, and
+            # surprisingly many matches are followed up at once: the text has changed, leave Off.
             hopeful = self.probing and self.could_beat(1, 0, optimistic_from=0)
             stale = surprise or hopeful or self.best() != best_before
             self._interval = self.explore_min if stale else min(2 * self._interval, self.explore_max)
-            follow_up = self.probing and n_accepted > 0 and (surprise or hopeful)
-            self._next_explore = self._step + (PROBE_FOLLOW_UP if follow_up else self._interval)
+            self._next_explore = self._step + (PROBE_FOLLOW_UP if promising else self._interval)
             self._exploring = self.probing = False
+
+    def _observe(self, head: int, passed: bool) -> None:
+        recent = self._recent[head]
+        recent.append(passed)
+        del recent[:-CHANGE_WINDOW]
+        changed = changed_run(recent, self.head_acceptance(head))
+        if changed:
+            # The text changed: the long-run history describes other text, start again from the recent run.
+            self._trials[head] = PRIOR_TRIALS + changed - 1
+            self._accepted[head] = PRIOR_TRIALS / 2 + sum(recent[-changed:-1])
+            del recent[:-changed]
+        self._trials[head] = self.memory * self._trials[head] + 1.0
+        self._accepted[head] = self.memory * self._accepted[head] + passed
+        self._last_seen[head] = self._step
 
     def _time_step(self, depth: int, seconds: float) -> None:
         previous = self._step_seconds[depth]

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from engine.autodepth import DepthTuner
+from engine.autodepth import LOOK_BACK_ROWS, DepthTuner
 from engine.chat import ThinkSplitter
 from engine.llama import Context, DecodeAborted, Model, Sampler, SamplerParams
 from engine.mtp import F64, MtpDrafter
@@ -267,22 +267,26 @@ class Generator:
                 return
             remaining = params.max_tokens - stats.n_predicted
             step_depth = tuner.choose() if tuner else depth
-            probe = tuner is not None and tuner.probing  # draft one token at Off, compare, don't verify
             step_start = time.perf_counter()
-            flushed_before = drafter.flush_seconds if drafter else 0.0
-            n_draft = min(1 if probe else step_depth, remaining - 1, n_ctx - n_past - 1)
+            caught_up_before = drafter.catch_up_seconds if drafter else 0.0
+            first_head: list[bool] = []
+            if tuner and tuner.probing and drafter:
+                # An Off step that looks back at what the first head would have drafted.
+                predicted = drafter.look_back(LOOK_BACK_ROWS, params.p_min)
+                produced = [*self.cached[n_past - len(predicted) + 1 : n_past], last]
+                first_head = [p == t for p, t in zip(predicted, produced) if p is not None]
+            n_draft = min(step_depth, remaining - 1, n_ctx - n_past - 1)
             proposal = (
                 drafter.draft(last, n_past, n_draft, params.p_min, sampler if sampler.explicit else None)
                 if drafter and n_draft > 0
                 else None
             )
-            drafted = proposal.tokens if proposal else []
-            draft = [] if probe else drafted
+            draft = proposal.tokens if proposal else []
             batch = [last, *draft]
             verify_start = time.perf_counter()
             target.decode(batch, n_past, outputs="all" if draft else "last")
             stats.verify_seconds += time.perf_counter() - verify_start
-            if proposal and proposal.dists is not None and not probe:
+            if proposal and proposal.dists is not None:
                 sampled = self._verify_by_rejection(sampler, proposal.tokens, proposal.dists)
             else:
                 sampled = self._verify_greedy_drafts(sampler, draft)
@@ -311,10 +315,10 @@ class Generator:
                     break
             stats.step(len(draft), n_accepted, len(emitted))
             if tuner:
-                n_passed = int(sampled[0] == drafted[0]) if probe and drafted else n_accepted
                 # Catching up heads the depth left behind is not what this step's depth costs.
-                flushed = drafter.flush_seconds - flushed_before if drafter else 0.0
-                tuner.record(step_depth, len(drafted), n_passed, time.perf_counter() - step_start - flushed)
+                caught_up = drafter.catch_up_seconds - caught_up_before if drafter else 0.0
+                seconds = time.perf_counter() - step_start - caught_up
+                tuner.record(step_depth, len(draft), n_accepted, seconds, first_head)
                 stats.depth_now = step_depth
             out.emit(emitted, [i < n_accepted for i in range(len(emitted))])
             if stats.stop_reason:

@@ -314,17 +314,18 @@ class Context:
         tokens: Sequence[int],
         pos0: int,
         *,
-        outputs: str = "last",
+        outputs: str | int = "last",
         hidden: npt.NDArray[np.float32] | None = None,
     ) -> None:
         """Decode tokens at positions pos0.. in one batch.
 
-        outputs: "all" rows, the "last" row, or "none". hidden: one state row per token
-        (MTP contexts only), each token paired with the trunk's hidden state.
+        outputs: "all" rows, the "last" row, "none", or a count of last rows. hidden: one state
+        row per token (MTP contexts only), each token paired with the trunk's hidden state.
         """
         batch = self.batch
         llama_cpp.llama_batch_ext_clear(batch)
         n = len(tokens)
+        n_outputs = {"all": n, "last": 1, "none": 0}[outputs] if isinstance(outputs, str) else outputs
         embd = llama_cpp.llama_embd()
         if hidden is not None:
             hidden = np.ascontiguousarray(hidden, dtype=np.float32)
@@ -336,7 +337,7 @@ class Context:
                 raise LlamaError(f"batch rejected token {token} (code {idx})")
             self._pos.value = pos0 + i
             llama_cpp.llama_batch_ext_set_pos(batch, idx, ctypes.byref(self._pos))
-            if outputs == "all" or (outputs == "last" and i == n - 1):
+            if i >= n - n_outputs:
                 llama_cpp.llama_batch_ext_set_output_logits(batch, idx, True)
             if hidden is not None:
                 embd.data = hidden[i].ctypes.data_as(ctypes.POINTER(ctypes.c_float))

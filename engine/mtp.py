@@ -29,6 +29,7 @@ LAZY_ROWS = 512
 # drafting head is normally at most a step behind, and a step's cost (what auto depth measures)
 # should not include rows the depth did not cause.
 LAG_IN_DRAFT = 8
+NO_ROWS = np.empty((0, 0), np.float32)
 
 
 @dataclass
@@ -67,9 +68,9 @@ class MtpDrafter:
         self._tokens: list[int] = []
         self._hidden: list[F32] = []
         self._max_lag_in_draft = max(0, min(LAG_IN_DRAFT, draft.n_batch - n_heads - 1))  # a draft call fits a batch
-        # Time spent catching lagging heads up outside a draft call: a cost of the heads the
-        # depth did not use, which auto depth must not charge to the step it happened in.
-        self.flush_seconds = 0.0
+        # Time spent catching lagging heads up outside a draft call (and looking back): a cost of
+        # the heads the depth did not use, which auto depth must not charge to the step it happened in.
+        self.catch_up_seconds = 0.0
 
     @property
     def valid_upto(self) -> int:
@@ -126,16 +127,38 @@ class MtpDrafter:
             self.ctx.select_head(0)
         self._trim_queue()
 
-    def _catch_up_head(self, head: int) -> None:
+    def look_back(self, rows: int, p_min: float) -> list[int | None]:
+        """Catch the first head up, and say what it would have drafted after each of its last `rows` new positions.
+
+        The first head drafts position p+1 from token p and the trunk's hidden row at p-1: exactly
+        the inputs its catch-up row for p gets. So logits on the catch-up rows show, for no draft
+        call, the drafts depth 1 would have made there, one per position (None: below p_min, no
+        draft). Auto depth watches the first head this way while Off is best.
+        """
+        n = self._catch_up_head(0, outputs=rows)
         started = time.perf_counter()
+        predictions: list[int | None] = []
+        for i in range(n - min(rows, n), n):
+            token, prob = top_candidate(self.ctx.logits(i))
+            predictions.append(token if prob >= p_min else None)
+        self._trim_queue()
+        self.catch_up_seconds += time.perf_counter() - started
+        return predictions
+
+    def _catch_up_head(self, head: int, outputs: int = 0) -> int:
+        """Catch head `head` up; its last call outputs logits for up to `outputs` last rows. Rows in that call."""
+        started = time.perf_counter()
+        n = 0
         while self._seen[head] < self._end:
             start = self._seen[head]
             n = min(self._end - start, self.ctx.n_batch)
-            self._decode_head(head, start, n, [], np.empty((0, self.n_embd), np.float32), outputs="none")
-        self.flush_seconds += time.perf_counter() - started
+            last_call = start + n == self._end
+            self._decode_head(head, start, n, [], NO_ROWS, outputs=min(outputs, n) if last_call else 0)
+        self.catch_up_seconds += time.perf_counter() - started
+        return n
 
     def _decode_head(
-        self, head: int, start: int, n_queued: int, extra: list[int], extra_rows: F32, outputs: str
+        self, head: int, start: int, n_queued: int, extra: list[int], extra_rows: F32, outputs: str | int
     ) -> None:
         """Run head `head` over queued positions start..start+n_queued, then the extra (draft) rows.
 

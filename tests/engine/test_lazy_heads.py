@@ -99,3 +99,33 @@ def test_the_fixture_heads_depend_on_their_kv_cache(runtime: Runtime) -> None:
     drafter.ctx.remove_from(0)  # the heads forget every earlier position
     drafter.draft(last, end, 1, 0.0)
     assert np.abs(drafter.ctx.logits(0) - informed).max() > 1.0
+
+
+def test_looking_back_finds_the_drafts_the_first_head_would_have_made(runtime: Runtime) -> None:
+    """A probe at Off looks back instead of drafting: its logits on the first head's catch-up rows
+    must be the drafts depth 1 makes after each of those positions."""
+    generator, drafter = runtime.generator, runtime.generator.drafter
+    assert drafter is not None
+    prompt = runtime.tokenize(PROMPT)
+    tokens = prompt + runtime.generate(prompt, GenerationParams(max_tokens=40, mtp_depth=1)).token_ids
+    start, end = len(prompt), len(tokens) - 1
+
+    def walk(drafting: bool) -> list[int]:
+        """Decode positions start..end one per step, as Off does; drafting: the first head drafts before each."""
+        generator.reset()
+        generator._prefill(tokens[:start], True, lambda: False, None)
+        drafts = []
+        for pos in range(start, end):
+            if drafting:
+                drafts.extend(drafter.draft(tokens[pos], pos, 1, 0.0).tokens)
+            generator.target.decode([tokens[pos]], pos, outputs="last")
+            drafter.confirm([tokens[pos]], pos, generator.target.hidden_rows(1))
+        return drafts
+
+    drafted = walk(drafting=True)
+    walk(drafting=False)
+    looked_back = drafter.look_back(end - start, 0.0)
+    assert looked_back == drafted and len(drafted) == end - start
+    assert drafted != tokens[start + 1 : end + 1]  # the head disagrees with the trunk somewhere
+    assert drafter.look_back(4, 0.0) == []  # caught up: nothing new to look back at
+

@@ -138,9 +138,10 @@ class Generator:
         """Roll the caches back to the longest reusable prefix; return where evaluation starts."""
         reuse = common_prefix(self.cached, tokens)
         if use_mtp and self.drafter:
-            # The drafter must see every position too; re-decode one earlier token so its
-            # hidden row can pair with the first token the drafter has not seen.
-            reuse = min(reuse, self.drafter.valid_upto)
+            # The drafter must see every position too (heads that lag behind catch up from its
+            # queue); re-decode one earlier token so its hidden row can pair with the first token
+            # the drafter was not given.
+            reuse = min(reuse, self.drafter.confirmed_upto)
             reuse = max(reuse - 1, 0)
         if reuse > 0 and not self._can_resume_at(reuse):
             reuse = 0
@@ -237,9 +238,9 @@ class Generator:
                 return Reply("", "", [], stats)
             stats.prompt_done(len(prompt), n_evaluated + 1)
             out = _TextOut(starts_in_reasoning, params.stop, on_delta, stats)
+            # Heads the depth left behind catch up at the next prompt, not in a pause before this
+            # reply's end.
             self._decode_loop(prompt[-1], params, depth if use_mtp else 0, sampler, stats, out, should_stop, tuner)
-            if use_mtp and self.drafter:
-                self.drafter.flush()  # the next turn finds every head caught up
             return out.finish()
         finally:
             sampler.close()

@@ -78,7 +78,8 @@ class MtpDrafter:
         return min(self._seen, default=0)
 
     @property
-    def _end(self) -> int:
+    def confirmed_upto(self) -> int:
+        """Positions [0, confirmed_upto) are confirmed: each head holds them or catches up from the queue."""
         return self._queue_start + len(self._tokens)
 
     def reset(self) -> None:
@@ -110,7 +111,7 @@ class MtpDrafter:
     def confirm(self, tokens: list[int], pos0: int, hidden: F32) -> None:
         """Positions pos0.. now hold `tokens` in the trunk; hidden[i] is its state at pos0+i."""
         n = len(tokens)
-        assert pos0 == self._end, "confirmed positions must be contiguous"
+        assert pos0 == self.confirmed_upto, "confirmed positions must be contiguous"
         self._tokens.extend(tokens)
         self._hidden.append(self.pending_h)
         self._hidden.extend(hidden[: n - 1])
@@ -149,10 +150,10 @@ class MtpDrafter:
         """Catch head `head` up; its last call outputs logits for up to `outputs` last rows. Rows in that call."""
         started = time.perf_counter()
         n = 0
-        while self._seen[head] < self._end:
+        while self._seen[head] < self.confirmed_upto:
             start = self._seen[head]
-            n = min(self._end - start, self.ctx.n_batch)
-            last_call = start + n == self._end
+            n = min(self.confirmed_upto - start, self.ctx.n_batch)
+            last_call = start + n == self.confirmed_upto
             self._decode_head(head, start, n, [], NO_ROWS, outputs=min(outputs, n) if last_call else 0)
         self.catch_up_seconds += time.perf_counter() - started
         return n
@@ -186,7 +187,7 @@ class MtpDrafter:
         drawn from the head's distribution shaped like the target's (probabilistic drafting).
         Each head's call also covers the confirmed positions it has not seen yet.
         """
-        end = self._end
+        end = self.confirmed_upto
         assert pos0 == end, "draft must start right after the confirmed positions"
         chain = np.empty((depth + 1, self.n_embd), dtype=np.float32)
         chain[0] = self.pending_h

@@ -94,11 +94,11 @@ def test_the_fixture_heads_depend_on_their_kv_cache(runtime: Runtime) -> None:
     assert drafter is not None
     end, last = len(runtime.generator.cached), reply.token_ids[-1]
     drafter.draft(last, end, 1, 0.0)
-    informed = drafter.ctx.logits(0).copy()
+    informed = drafter.ctx.logits(-1).copy()
     drafter.rollback(end)
     drafter.ctx.remove_from(0)  # the heads forget every earlier position
     drafter.draft(last, end, 1, 0.0)
-    assert np.abs(drafter.ctx.logits(0) - informed).max() > 1.0
+    assert np.abs(drafter.ctx.logits(-1) - informed).max() > 1.0
 
 
 def test_looking_back_finds_the_drafts_the_first_head_would_have_made(runtime: Runtime) -> None:
@@ -129,3 +129,17 @@ def test_looking_back_finds_the_drafts_the_first_head_would_have_made(runtime: R
     assert drafted != tokens[start + 1 : end + 1]  # the head disagrees with the trunk somewhere
     assert drafter.look_back(4, 0.0) == []  # caught up: nothing new to look back at
 
+
+def test_heads_left_behind_catch_up_at_the_next_prompt_not_when_the_reply_ends(runtime: Runtime) -> None:
+    """A reply at depth 1 leaves two heads behind; catching them up before the reply's end would
+    pause it (on a big model, a second or more). The next turn still reuses every cached position."""
+    generator, drafter = runtime.generator, runtime.generator.drafter
+    assert drafter is not None
+    prompt = runtime.tokenize(PROMPT)
+    reply = runtime.generate(prompt, GenerationParams(max_tokens=100, mtp_depth=1))
+    cached = len(generator.cached)
+    assert drafter.valid_upto <= len(prompt) < drafter.confirmed_upto == cached
+    follow_up = [*prompt, *reply.token_ids, *runtime.tokenize(" again")[1:]]
+    second = runtime.generate(follow_up, GenerationParams(max_tokens=20, mtp_depth=3))
+    # Only what the cache lacks is evaluated, and one token again for its hidden row.
+    assert second.stats.n_prompt_evaluated == len(follow_up) - cached + 1

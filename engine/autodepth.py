@@ -210,11 +210,9 @@ class DepthTuner:
         best_before = self.best()
         promising = False  # a probe found surprisingly many matches
         if self.probing:
-            expected, matches = self.head_acceptance(0) * len(first_head), sum(first_head)
-            surprise = bool(first_head) and (
-                _binomial_tail(len(first_head), matches, self.head_acceptance(0)) < SURPRISE
-            )
-            promising = surprise and matches > expected
+            p, matches = self.head_acceptance(0), sum(first_head)
+            surprise = bool(first_head) and _binomial_tail(len(first_head), matches, p) < SURPRISE
+            promising = surprise and matches > p * len(first_head)
             for passed in first_head:
                 self._observe(0, passed)
         else:

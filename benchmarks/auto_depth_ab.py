@@ -48,7 +48,9 @@ def checkout(revision: str) -> Path:
     """A worktree of `revision` in the benchmark cache (made once)."""
     path = fixtures.CACHE / f"ab-{revision}"
     if not path.exists():
-        subprocess.run(["git", "worktree", "add", "--detach", str(path), revision], cwd=ROOT, check=True)
+        # git's progress goes to stderr: stdout is the table, ready to paste into RESULTS.md.
+        git = ["git", "worktree", "add", "--detach", str(path), revision]
+        subprocess.run(git, cwd=ROOT, check=True, stdout=sys.stderr)
     return path
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.generate import GenerationParams
+from engine.mtp import greedy_draft
 from engine.runtime import Runtime
 from tests.fixtures import builders
 
@@ -61,3 +63,12 @@ def test_acceptance_matches_the_fixture_design(
         else:
             assert stats.acceptance is not None and 0.3 < stats.acceptance < 0.95
         assert stats.mean_accepted_length == pytest.approx(stats.n_accepted / stats.n_steps)
+
+
+def test_p_min_keeps_drafts_whose_probability_among_the_top_ten_reaches_it() -> None:
+    logits = np.full(1000, -30.0, dtype=np.float32)
+    logits[7] = 1.0
+    logits[100:999] = 0.0  # nine of these make the top ten: 7 holds e / (e + 9) = 0.23 there
+    assert greedy_draft(logits, 0.0) == 7
+    assert greedy_draft(logits, 0.2) == 7
+    assert greedy_draft(logits, 0.25) is None  # over the whole vocabulary it would hold 0.003

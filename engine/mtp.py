@@ -46,7 +46,8 @@ class MtpDrafter:
     batch (rejected drafts included), then the draft call. Here confirmed positions wait in
     a queue and each head catches up lazily, inside its next draft call: the positions it
     has not seen and the new draft rows are contiguous, so a drafting head costs one decode
-    per step, rejected drafts are never decoded again, and heads the depth does not use
+    per step, rejected drafts are never decoded again, the draft row for the last sampled
+    token stays as that position's catch-up row, and heads the depth does not use
     cost nothing until they are needed again (auto depth, p_min, a deeper setting). The
     queue is bounded: past LAZY_ROWS unseen positions, lagging heads catch up on their own.
     """
@@ -73,7 +74,11 @@ class MtpDrafter:
 
     @property
     def valid_upto(self) -> int:
-        """Every head's KV holds positions [0, valid_upto)."""
+        """Every head's KV holds positions [0, valid_upto).
+
+        Between a draft and its verification that can be one past the confirmed positions: the
+        row for the last sampled token, which verification always confirms.
+        """
         return min(self._seen, default=0)
 
     @property
@@ -173,7 +178,7 @@ class MtpDrafter:
         self._seen[head] = start + n_queued
 
     def _trim_queue(self) -> None:
-        drop = self.valid_upto - self._queue_start
+        drop = min(self.valid_upto - self._queue_start, len(self._tokens))
         if drop > 0:
             del self._tokens[:drop], self._hidden[:drop]
             self._queue_start += drop
@@ -197,6 +202,12 @@ class MtpDrafter:
                     self._catch_up_head(head)
                 start = self._seen[head]
                 self._decode_head(head, start, end - start, [last, *tokens], chain[: head + 1], outputs="last")
+                # The row for `last` (at end, with the trunk's hidden row before it) is the very
+                # row catch-up will give that position once verification confirms it, which it
+                # always does: keep it, so the next call starts a row later. (The eager test
+                # hook decodes it again, as llama.cpp's driver does.)
+                if self.lazy:
+                    self._seen[head] = end + 1
                 logits = self.ctx.logits(end - start + head)
                 if sampler is None:
                     token = greedy_draft(logits, p_min)

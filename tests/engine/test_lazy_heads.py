@@ -1,8 +1,9 @@
 """Heads the depth does not use catch up lazily, and draft exactly as if they never fell behind.
 
-The fixture's heads attend over their own KV cache (builders.context_block), so a head that
-missed or garbled positions drafts other tokens. Lazy catch-up must give the same drafts,
-step for step, as catching every head up at every step.
+The fixture's heads attend over their own KV cache (builders.context_block) and mix in the
+hidden rows they are given, so a head that missed or garbled positions, or kept a row made from
+the wrong hidden state, drafts other tokens. Lazy catch-up must give the same drafts, step for
+step, as catching every head up at every step.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from tests.engine.test_autodepth import ScriptedTuner
 from tests.engine.test_lossless import PROMPT
 from tests.fixtures import builders
 
-CONTEXT_STRENGTH = 10.0  # heads still agree often (~85 % at depth 1), but not always
+CONTEXT_STRENGTH = 10.0  # heads still agree often (~80 % at depth 1), but not always
+HIDDEN_MIX = 0.3  # and what they draft depends on the hidden rows they are paired with
 
 
 @pytest.fixture(scope="module")
 def context_heads_gguf(fixture_dir: Path) -> Path:
-    return builders.build_context_heads(fixture_dir / "context-heads.gguf", builders.oracle(), CONTEXT_STRENGTH)
+    return builders.build_context_heads(
+        fixture_dir / "context-heads.gguf", builders.oracle(), CONTEXT_STRENGTH, HIDDEN_MIX
+    )
 
 
 @pytest.fixture
@@ -101,6 +105,21 @@ def test_the_fixture_heads_depend_on_their_kv_cache(runtime: Runtime) -> None:
     assert np.abs(drafter.ctx.logits(-1) - informed).max() > 1.0
 
 
+def test_the_fixture_heads_depend_on_their_hidden_rows(runtime: Runtime) -> None:
+    """Without this the test above could not tell a head paired with the wrong hidden row."""
+    prompt = runtime.tokenize(PROMPT)
+    reply = runtime.generate(prompt, GenerationParams(max_tokens=40, mtp_depth=3))
+    drafter = runtime.generator.drafter
+    assert drafter is not None
+    end, last = len(runtime.generator.cached), reply.token_ids[-1]
+    drafter.draft(last, end, 1, 0.0)
+    paired = drafter.ctx.logits(-1).copy()
+    drafter.rollback(end)
+    drafter.pending_h = np.roll(drafter.pending_h, 1)
+    drafter.draft(last, end, 1, 0.0)
+    assert np.abs(drafter.ctx.logits(-1) - paired).max() > 1.0
+
+
 def test_looking_back_finds_the_drafts_the_first_head_would_have_made(runtime: Runtime) -> None:
     """A probe at Off looks back instead of drafting: its logits on the first head's catch-up rows
     must be the drafts depth 1 makes after each of those positions."""
@@ -143,3 +162,39 @@ def test_heads_left_behind_catch_up_at_the_next_prompt_not_when_the_reply_ends(r
     second = runtime.generate(follow_up, GenerationParams(max_tokens=20, mtp_depth=3))
     # Only what the cache lacks is evaluated, and one token again for its hidden row.
     assert second.stats.n_prompt_evaluated == len(follow_up) - cached + 1
+
+
+def test_heads_pair_each_token_with_the_trunk_state_before_it(
+    load: Callable[..., Runtime], fixture_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MTP's contract: a head gets token p with the trunk's hidden row at p-1, in draft calls (the
+    carried-over row, then the previous head's) and in catch-up rows alike. These heads read only
+    the row, so each draft names the token whose row it was given."""
+    o = builders.oracle((0.0, 0.5, 0.0))  # the second head's table differs from the first's
+    runtime = load(builders.build_hidden_reading_heads(fixture_dir / "hidden-reading.gguf", o))
+    drafted: list[tuple[int, tuple[int, ...]]] = []
+    original = MtpDrafter.draft
+
+    def recording(self: MtpDrafter, last: int, pos0: int, *args: object, **kw: object) -> Draft:
+        draft = original(self, last, pos0, *args, **kw)  # type: ignore[arg-type]
+        drafted.append((pos0, tuple(draft.tokens)))
+        return draft
+
+    monkeypatch.setattr(MtpDrafter, "draft", recording)
+    prompt = runtime.tokenize(PROMPT)
+    tokens = prompt + runtime.generate(prompt, GenerationParams(max_tokens=60, mtp_depth=2)).token_ids
+    assert len(drafted) > 20
+    for pos0, draft in drafted:
+        before = tokens[pos0 - 1]  # the token at pos0 is the one drafted after
+        assert draft == (o.head_maps[0][before], o.head_maps[1][before])[: len(draft)]
+
+    generator, drafter = runtime.generator, runtime.generator.drafter
+    assert drafter is not None
+    start = len(prompt)
+    generator.reset()
+    generator._prefill(tokens[:start], True, lambda: False, None)
+    for pos in range(start, len(tokens)):  # as Off does: the heads are left behind
+        generator.target.decode([tokens[pos]], pos, outputs="last")
+        drafter.confirm([tokens[pos]], pos, generator.target.hidden_rows(1))
+    rows = len(tokens) - start
+    assert drafter.look_back(rows, 0.0) == [o.head_maps[0][tokens[p - 1]] for p in range(start, len(tokens))]

@@ -90,8 +90,10 @@ def test_lazy_heads_draft_what_eager_heads_draft(
     assert drafts == eager
 
 
-def test_the_fixture_heads_depend_on_their_kv_cache(runtime: Runtime) -> None:
-    """Without this the test above could not tell a head that missed positions."""
+@pytest.mark.parametrize("taken_away", ["kv cache", "hidden row"])
+def test_the_fixture_heads_depend_on_their_kv_cache_and_hidden_rows(runtime: Runtime, taken_away: str) -> None:
+    """Without this the test above could not tell a head that missed positions, or one paired
+    with the wrong hidden row."""
     prompt = runtime.tokenize(PROMPT)
     reply = runtime.generate(prompt, GenerationParams(max_tokens=40, mtp_depth=3))
     drafter = runtime.generator.drafter
@@ -100,24 +102,12 @@ def test_the_fixture_heads_depend_on_their_kv_cache(runtime: Runtime) -> None:
     drafter.draft(last, end, 1, 0.0)
     informed = drafter.ctx.logits(-1).copy()
     drafter.rollback(end)
-    drafter.ctx.remove_from(0)  # the heads forget every earlier position
+    if taken_away == "kv cache":
+        drafter.ctx.remove_from(0)  # the heads forget every earlier position
+    else:
+        drafter.pending_h = np.roll(drafter.pending_h, 1)  # the draft row gets another state
     drafter.draft(last, end, 1, 0.0)
     assert np.abs(drafter.ctx.logits(-1) - informed).max() > 1.0
-
-
-def test_the_fixture_heads_depend_on_their_hidden_rows(runtime: Runtime) -> None:
-    """Without this the test above could not tell a head paired with the wrong hidden row."""
-    prompt = runtime.tokenize(PROMPT)
-    reply = runtime.generate(prompt, GenerationParams(max_tokens=40, mtp_depth=3))
-    drafter = runtime.generator.drafter
-    assert drafter is not None
-    end, last = len(runtime.generator.cached), reply.token_ids[-1]
-    drafter.draft(last, end, 1, 0.0)
-    paired = drafter.ctx.logits(-1).copy()
-    drafter.rollback(end)
-    drafter.pending_h = np.roll(drafter.pending_h, 1)
-    drafter.draft(last, end, 1, 0.0)
-    assert np.abs(drafter.ctx.logits(-1) - paired).max() > 1.0
 
 
 def test_looking_back_finds_the_drafts_the_first_head_would_have_made(runtime: Runtime) -> None:

@@ -39,7 +39,7 @@ there, compared with the tokens the trunk produced: several observations for the
 catch-up (which any later use of the head pays anyway) and a few output rows. Probes back off
 too, except while the first head might yet make depth 1 pay (its optimistic bound says so);
 surprisingly many matches are followed up two steps later, so Off is left quickly when the text
-changes.
+changes. A new reply is new text too: while Off is best, its first probe comes a few tokens in.
 Output is lossless whatever it picks: verification is exact.
 """
 
@@ -99,6 +99,17 @@ class DepthTuner:
         self._last_seen = [0] * self.max_depth
         self._interval = self.explore_min
         self._next_explore = self.explore_min
+
+    def new_reply(self) -> None:
+        """A reply starts: new text, which the heads may suit better than the end of the last one.
+
+        At a depth, every step observes the heads; at Off only probes do, and a long stretch of Off
+        has backed them off to one every explore_max steps. So probe soon: as soon as the look-back
+        sees only this reply's tokens (the prompt's are not text the model wrote).
+        """
+        if self._step_seconds[0] is not None and self.best() == 0:
+            self._interval = self.explore_min
+            self._next_explore = min(self._next_explore, self._step + LOOK_BACK_ROWS + 1)
 
     def head_acceptance(self, head: int) -> float:
         """Head `head` (0-based)'s acceptance given that every head before it was accepted."""

@@ -223,6 +223,8 @@ class Generator:
         requested = params.mtp_depth if params.mtp_depth is not None else self.n_heads
         stats = ReplyStats(n_heads=self.n_heads, mtp_depth=depth, mtp_depth_requested=requested, mtp_note=note)
         tuner = self.depth_tuner(depth) if params.mtp_depth == AUTO and depth > 0 else None
+        if tuner:
+            tuner.new_reply()
         use_mtp = depth > 0 and self.drafter is not None
         self.target.keep_hidden_rows(use_mtp)
 

@@ -61,7 +61,7 @@ def simulate(
     noise = rng.uniform(0.9, 1.15, steps)  # a noisy machine
     looks = rng.random((steps, LOOK_BACK_ROWS))
     tuner = tuner or DepthTuner(3)
-    tuner.new_reply()
+    tuner.new_reply()  # as Generator.generate does
     tokens, seconds = [0, 0], [0.0, 0.0]
     position, seen = 0, [0, 0, 0]  # tokens so far; per head, how many of them it has seen
     for step in range(steps):
@@ -211,6 +211,39 @@ def test_auto_depth_is_lossless(load: Callable[..., Runtime], live_gguf: Path) -
     snap = auto.stats.snapshot()
     assert snap["mtp_depth_requested"] == AUTO and snap["mtp_depth"] == 3
     assert snap["mtp_depth_now"] in (0, 1, 2, 3)
+
+
+def off_best_tuner() -> DepthTuner:
+    """A tuner that has settled on Off (heads never agree) and has just probed: the next probe is far off."""
+    tuner = DepthTuner(3)
+    for _ in range(300):
+        depth = tuner.choose()
+        tuner.record(depth, depth, 0, MEASURED.step(depth), [False] * LOOK_BACK_ROWS if tuner.probing else ())
+    while not tuner.probing:
+        tuner.record(0, 0, 0, MEASURED.step(0))
+        tuner.choose()
+    tuner.record(0, 0, 0, MEASURED.step(0), [False] * LOOK_BACK_ROWS)
+    return tuner
+
+
+def test_a_new_reply_at_off_is_probed_once_the_look_back_sees_only_its_tokens(
+    load: Callable[..., Runtime], live_gguf: Path
+) -> None:
+    runtime = load(live_gguf)
+    tuner = off_best_tuner()
+    assert tuner.best() == 0
+    probed: list[bool] = []
+    choose = tuner.choose
+
+    def watched_choose() -> int:
+        depth = choose()
+        probed.append(tuner.probing)
+        return depth
+
+    tuner.choose = watched_choose  # type: ignore[method-assign]
+    runtime.generator._tuner = tuner
+    runtime.generate(runtime.tokenize(PROMPT), GenerationParams(max_tokens=12, mtp_depth=AUTO))
+    assert probed.index(True) == LOOK_BACK_ROWS  # steps 1-4 produce the tokens the probe judges
 
 
 class ScriptedTuner(DepthTuner):

@@ -216,14 +216,12 @@ def test_auto_depth_is_lossless(load: Callable[..., Runtime], live_gguf: Path) -
 def off_best_tuner() -> DepthTuner:
     """A tuner that has settled on Off (heads never agree) and has just probed: the next probe is far off."""
     tuner = DepthTuner(3)
-    for _ in range(300):
-        depth = tuner.choose()
-        tuner.record(depth, depth, 0, MEASURED.step(depth), [False] * LOOK_BACK_ROWS if tuner.probing else ())
-    while not tuner.probing:
-        tuner.record(0, 0, 0, MEASURED.step(0))
-        tuner.choose()
-    tuner.record(0, 0, 0, MEASURED.step(0), [False] * LOOK_BACK_ROWS)
-    return tuner
+    for step in range(400):
+        depth, probing = tuner.choose(), tuner.probing
+        tuner.record(depth, depth, 0, MEASURED.step(depth), [False] * LOOK_BACK_ROWS if probing else ())
+        if step >= 300 and probing:
+            return tuner
+    raise AssertionError("no probe in 100 steps at Off")
 
 
 def test_a_new_reply_at_off_is_probed_once_the_look_back_sees_only_its_tokens(

@@ -16,14 +16,22 @@ from typing import Any, NoReturn
 from engine import stats as stats_mod
 from engine.demo import DEMO_NAME, ensure_demo_model
 from engine.generate import AUTO, DRAFT_SAMPLING, Delta, GenerationParams, PromptTooLong, Reply
-from engine.gguf_info import ModelFileError, ModelInfo, estimate_memory, inspect_model
+from engine.gguf import (
+    ModelFileError,
+    ModelInfo,
+    ProjectorInfo,
+    estimate_memory,
+    inspect_model,
+    inspect_projector,
+    projector_beside,
+)
 from engine.llama import LoadCancelled, SamplerParams
 from engine.logs import configure_logging
 from engine.runtime import LoadOptions, ModelLoadError, NotEnoughMemory, Runtime
 from engine.stats import ReplyStats
+from engine.units import format_bytes, format_params
 
 EXIT_USAGE = 2
-GIB = 1024**3
 
 
 class CliError(Exception):
@@ -161,50 +169,112 @@ def _model_path(text: str) -> Path:
     return Path(text)
 
 
-def _inspect(path: Path, mtp: Path | None) -> ModelInfo:
-    try:
-        return inspect_model(path, mtp)
-    except ModelFileError as exc:
-        raise CliError(str(exc)) from exc
-
-
 def info_json(info: ModelInfo, n_ctx: int) -> dict[str, Any]:
+    memory = estimate_memory(info, n_ctx)
+    projector = projector_beside(info.path)
     return {
+        "kind": "model",
         "path": str(info.path),
+        "n_parts": info.n_parts,
+        "parts": [str(p) for p in info.parts],
         "architecture": info.architecture,
         "name": info.name,
         "n_params": info.n_params,
         "file_bytes": info.file_bytes,
         "mtp_file_bytes": info.mtp_file_bytes,
         "quantization": info.quantization,
+        "quantization_types": dict(info.quantization_types),
         "context_length": info.context_length,
+        "n_layer": info.n_layer,
+        "n_embd": info.n_embd,
+        "n_vocab": info.n_vocab,
+        "n_expert": info.n_expert,
+        "n_expert_used": info.n_expert_used,
         "n_mtp_heads": info.n_mtp_heads,
         "mtp_weights": info.mtp_weights,
+        "mtp_path": str(info.mtp_path) if info.mtp_path else None,
+        "mtp_parts": [str(p) for p in info.mtp_parts],
         "has_chat_template": info.has_chat_template,
-        "estimated_memory_bytes": estimate_memory(info, n_ctx).total,
+        "mmproj": str(projector) if projector else None,
+        "estimated_memory_bytes": memory.total,
+        "estimated_memory": {
+            "weights": memory.weights,
+            "kv_cache": memory.kv_cache,
+            "compute": memory.compute,
+            "mtp_context": memory.mtp_context,
+        },
         "ctx": n_ctx,
     }
 
 
+def projector_json(info: ProjectorInfo) -> dict[str, Any]:
+    return {
+        "kind": "vision_projector",
+        "path": str(info.path),
+        "projector_type": info.projector_type,
+        "n_embd_out": info.n_embd_out,
+        "image_size": info.image_size,
+        "n_params": info.n_params,
+        "file_bytes": info.file_bytes,
+        "quantization": info.quantization,
+    }
+
+
+def _files_text(paths: Sequence[Path], total: int) -> str:
+    if len(paths) == 1:
+        return format_bytes(total)
+    return f"{format_bytes(total)} in {len(paths)} parts ({paths[0].name} ... {paths[-1].name})"
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    info = _inspect(_model_path(args.model), args.mtp_model)
+    path = _model_path(args.model)
+    try:
+        info = inspect_model(path, args.mtp_model)
+    except ModelFileError as exc:
+        if exc.kind != "projector":
+            raise CliError(str(exc)) from exc
+        return _inspect_projector(path, args.json)
     data = info_json(info, args.ctx)
     if args.json:
         print(json.dumps(data))
         return 0
+    where = info.mtp_path.name if info.mtp_path else ""
     heads = {
-        "embedded": "in this file",
-        "separate": f"in {args.mtp_model}",
-        "absent": "declared, weights missing",
+        "embedded": "in the model's files",
+        "separate": f"in {where}",
+        "absent": "declared, weights missing: runs without MTP",
         "none": "none",
     }[info.mtp_weights]
     print(f"{info.name or info.path.name}  ({info.architecture}, {info.quantization})")
-    print(f"  parameters      {info.n_params / 1e9:.3f} B")
-    print(f"  file size       {info.file_bytes / GIB:.2f} GiB")
-    print(f"  context         {info.context_length} tokens (trained)")
+    if info.opened_part:
+        print(f"  note            {path.name} is part {info.opened_part + 1} of {info.n_parts}: the whole set is read")
+    print(f"  parameters      {format_params(info.n_params)}")
+    print(f"  files           {_files_text(info.parts, info.file_bytes)}")
+    if info.n_expert:
+        print(f"  experts         {info.n_expert} routed, {info.n_expert_used} per token")
+    print(f"  context         {info.context_length:,} tokens (trained)")
     print(f"  MTP heads       {info.n_mtp_heads} ({heads})")
     print(f"  chat template   {'yes' if info.has_chat_template else 'no'}")
-    print(f"  memory needed   {data['estimated_memory_bytes'] / GIB:.2f} GiB at --ctx {args.ctx}")
+    if data["mmproj"]:
+        print(f"  vision file     {Path(data['mmproj']).name} (beside the model)")
+    print(f"  memory needed   {format_bytes(data['estimated_memory_bytes'])} at --ctx {args.ctx}")
+    return 0
+
+
+def _inspect_projector(path: Path, as_json: bool) -> int:
+    try:
+        info = inspect_projector(path)
+    except ModelFileError as exc:
+        raise CliError(str(exc)) from exc
+    if as_json:
+        print(json.dumps(projector_json(info)))
+        return 0
+    print(f"{path.name}  (vision projector, {info.projector_type}, {info.quantization})")
+    print(f"  parameters      {format_params(info.n_params)}")
+    print(f"  file size       {format_bytes(info.file_bytes)}")
+    if info.n_embd_out:
+        print(f"  output width    {info.n_embd_out} (the language model's width)")
+    print("  use             open the language model; Stride pairs the projector found beside it")
     return 0
 
 

@@ -150,7 +150,7 @@ class Model:
 
     def __init__(
         self,
-        path: Path,
+        parts: Sequence[Path],
         *,
         load_mtp: bool,
         n_gpu_layers: int = 0,
@@ -172,15 +172,19 @@ class Model:
         params.progress_callback = callback
         _errors.first = None
         try:
-            ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+            if len(parts) == 1:
+                ptr = llama_cpp.llama_model_load_from_file(str(parts[0]).encode(), params)
+            else:  # the parts in order, so renamed parts load too
+                names = (ctypes.c_char_p * len(parts))(*(str(p).encode() for p in parts))
+                ptr = llama_cpp.llama_model_load_from_splits(names, len(parts), params)
         finally:
             reason, _errors.first = _errors.first, ""
         if not ptr:
             if cancelled:
-                raise LoadCancelled(str(path))
-            raise LlamaError(f"llama.cpp could not load {path.name}: {_load_reason(reason)}")
+                raise LoadCancelled(str(parts[0]))
+            raise LlamaError(f"llama.cpp could not load {parts[0].name}: {_load_reason(reason)}")
         self.ptr = ptr
-        self.path = path
+        self.path = parts[0]
         self.vocab = llama_cpp.llama_model_get_vocab(ptr)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self.n_embd_out = int(llama_cpp.llama_model_n_embd_out(ptr))

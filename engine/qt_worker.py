@@ -22,7 +22,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from engine.generate import Delta, GenerationParams, PromptTooLong, Reply
-from engine.gguf_info import ModelFileError, ModelInfo
+from engine.gguf import ModelFileError, ModelInfo
 from engine.llama import LoadCancelled
 from engine.runtime import LoadOptions, ModelLoadError, NotEnoughMemory, Runtime
 from engine.stats import ReplyStats

@@ -16,9 +16,10 @@ from typing import Any
 
 from engine import chat
 from engine.generate import GenerationParams, Generator, Reply
-from engine.gguf_info import (
+from engine.gguf import (
     ModelFileError,
     ModelInfo,
+    ModelPaths,
     estimate_memory,
     free_memory_bytes,
     inspect_model,
@@ -99,22 +100,23 @@ class Runtime:
     @classmethod
     def load(
         cls,
-        path: Path,
-        mtp_path: Path | None = None,
+        path: ModelPaths,
+        mtp_path: ModelPaths | None = None,
         options: LoadOptions = LoadOptions(),
         *,
         progress: LoadProgress | None = None,
         should_cancel: Callable[[], bool] = lambda: False,
         check_memory: bool = False,
     ) -> Runtime:
-        """Inspect, then load. Raises ModelFileError, ModelLoadError or LoadCancelled, and with
+        """Inspect, then load: `path` is a model file, any part of a multi-part set or several parts of one
+        (the whole set loads), likewise `mtp_path`. Raises ModelFileError, ModelLoadError or LoadCancelled, and with
         check_memory NotEnoughMemory (before loading anything) when the estimate exceeds free memory."""
         info = inspect_model(path, mtp_path)
         n_ctx = min(options.n_ctx, info.context_length) if info.context_length > 0 else options.n_ctx
         if check_memory:
             needed, free = estimate_memory(info, n_ctx).total, free_memory_bytes()
             if memory_verdict(needed, free) == "wont_fit":
-                raise NotEnoughMemory(path, needed, free, n_ctx)
+                raise NotEnoughMemory(info.path, needed, free, n_ctx)
         separate = info.mtp_weights == "separate"
         trunk_done = 0.75 if separate else 0.95  # progress fraction when the trunk file is loaded
 
@@ -130,11 +132,11 @@ class Runtime:
         target = draft = None
         try:
             model = _load_model(
-                path, info.mtp_weights == "embedded", options, stage(0.0, trunk_done, "Loading weights")
+                info.parts, info.mtp_weights == "embedded", options, stage(0.0, trunk_done, "Loading weights")
             )
-            if separate and mtp_path is not None:
+            if separate:
                 mtp_model = _load_model(
-                    mtp_path, True, options, stage(trunk_done, 0.95 - trunk_done, "Loading MTP heads")
+                    info.mtp_parts, True, options, stage(trunk_done, 0.95 - trunk_done, "Loading MTP heads")
                 )
             if progress:
                 progress(0.96, "Creating contexts")
@@ -150,13 +152,13 @@ class Runtime:
             if info.mtp_weights in ("embedded", "separate"):
                 draft = Context(mtp_model or model, cparams, mtp=True)
             if should_cancel():
-                raise LoadCancelled(str(path))
+                raise LoadCancelled(str(info.path))
         except BaseException as exc:
             for resource in (draft, target, mtp_model, model):
                 if resource is not None:
                     resource.close()
             if isinstance(exc, LlamaError):
-                raise ModelLoadError(f"{path.name}: {exc}") from exc
+                raise ModelLoadError(f"{info.path.name}: {exc}") from exc
             raise
         if progress:
             progress(1.0, "Ready")
@@ -221,8 +223,10 @@ class Runtime:
         return self.generator.generate(tokens, params, **kw)
 
 
-def _load_model(path: Path, load_mtp: bool, options: LoadOptions, progress: Callable[[float], bool]) -> Model:
-    return Model(path, load_mtp=load_mtp, n_gpu_layers=options.n_gpu_layers, progress=progress)
+def _load_model(
+    parts: Sequence[Path], load_mtp: bool, options: LoadOptions, progress: Callable[[float], bool]
+) -> Model:
+    return Model(parts, load_mtp=load_mtp, n_gpu_layers=options.n_gpu_layers, progress=progress)
 
 
 __all__ = [

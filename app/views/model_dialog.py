@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.demo import DEMO_NAME, ensure_demo_model
-from engine.gguf_info import (
+from engine.gguf import (
     ErrorKind,
     MemoryEstimate,
     ModelFileError,
@@ -46,10 +46,9 @@ from engine.gguf_info import (
     inspect_model,
     memory_verdict,
 )
+from engine.units import format_bytes, format_params
 
 GGUF_FILTER = "GGUF models (*.gguf)"
-_GIB = 1 << 30
-_MIB = 1 << 20
 _DASH = "—"
 _MEMORY = "Memory"
 _MEMORY_DETAIL = "Memory estimate"
@@ -70,17 +69,6 @@ _DEMO_LOCK = threading.Lock()
 
 
 # --- text for what inspect_model reports ---
-
-
-def format_bytes(n: int) -> str:
-    return f"{n / _GIB:.1f} GiB" if n >= _GIB else f"{max(n / _MIB, 0.1):.1f} MiB"
-
-
-def format_params(n: int) -> str:
-    for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return str(n)
 
 
 def mtp_text(info: ModelInfo, mtp_path: str = "") -> str:

@@ -25,8 +25,9 @@ from pytestqt.qtbot import QtBot
 from app.theme import apply_theme
 from app.views import model_dialog
 from app.views.error_dialog import ErrorDialog, show_error
-from app.views.model_dialog import ModelPickerDialog, format_bytes, format_params, verdict_text
-from engine.gguf_info import ModelInfo, estimate_memory, inspect_model
+from app.views.model_dialog import ModelPickerDialog, verdict_text
+from engine.gguf import ModelInfo, estimate_memory, inspect_model
+from engine.units import format_bytes, format_params
 from tests.fixtures import builders as b
 
 GIB = 1 << 30

@@ -74,7 +74,7 @@ def test_a_model_too_big_at_startup_asks_first_and_loads_nothing_when_declined(
     huge = builders.declared_only(tmp_path / "huge.gguf", HUGE_SHAPE)
     questions = Questions(monkeypatch, QMessageBox.StandardButton.No)
     loads: list[Path] = []
-    monkeypatch.setattr(runtime, "_load_model", lambda path, *_a: loads.append(path))
+    monkeypatch.setattr(runtime, "_load_model", lambda parts, *_a: loads.extend(parts))
     with qtbot.waitSignal(make_app(str(huge), wait_loaded=False).controller.sig_model_failed, timeout=LOAD_MS) as f:
         pass
     (asked,) = questions.asked

@@ -31,7 +31,7 @@ import gguf
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from engine.gguf_info import ModelFileError, inspect_model
+from engine.gguf import ModelFileError, inspect_model
 from tests.fixtures.builders import tiny
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +91,7 @@ LOADER = r"""
 import json, sys, traceback
 from pathlib import Path
 from engine.generate import GenerationParams
-from engine.gguf_info import ModelFileError
+from engine.gguf import ModelFileError
 from engine.runtime import LoadOptions, ModelLoadError, Runtime
 
 for line in sys.stdin:

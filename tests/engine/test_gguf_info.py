@@ -1,4 +1,4 @@
-"""engine.gguf_info: what a GGUF holds, every way it can be broken, and what running it costs."""
+"""engine.gguf: what a GGUF holds, every way it can be broken, and what running it costs."""
 
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ import gguf
 import numpy as np
 import pytest
 
-from engine import gguf_info, synth
-from engine.gguf_info import (
+from engine import synth
+from engine.gguf import (
     ModelFileError,
     estimate_memory,
     free_memory_bytes,
+    hparams,
     inspect_model,
+    memory,
     memory_verdict,
 )
 from tests.fixtures import builders
@@ -53,7 +55,7 @@ def test_embedded_heads(oracle_gguf: Path) -> None:
     assert (info.mtp_weights, info.n_mtp_heads, info.mtp_path, info.mtp_file_bytes) == ("embedded", 3, None, None)
     assert (info.architecture, info.name, info.n_layer, info.n_embd) == ("step35", "oracle", 2, builders.N_EMBD)
     assert (info.n_vocab, info.context_length, info.n_swa) == (len(builders.vocab()), 4096, 16)
-    assert info.has_chat_template and not info.is_mtp_only
+    assert info.has_chat_template and (info.parts, info.n_parts, info.opened_part) == ((oracle_gguf,), 1, 0)
     assert info.file_bytes == oracle_gguf.stat().st_size
     assert info.weights_bytes == info.trunk_bytes + info.mtp_bytes < info.file_bytes
     assert [layer.swa for layer in info.layers] == [True, False, True, True, True]
@@ -421,8 +423,8 @@ def test_architecture_list_matches_vendored_llama_cpp() -> None:
     table = re.search(r"LLM_ARCH_NAMES\s*=\s*\{(.*?)\n\};", source, re.S)
     assert table is not None
     names = set(re.findall(r'\{\s*LLM_ARCH_\w+\s*,\s*"([^"]+)"', table.group(1))) - {"(unknown)"}
-    assert names == gguf_info._LLAMA_ARCHS
-    assert set(gguf.MODEL_ARCH_NAMES.values()) <= gguf_info._LLAMA_ARCHS
+    assert names == hparams._LLAMA_ARCHS
+    assert set(gguf.MODEL_ARCH_NAMES.values()) <= hparams._LLAMA_ARCHS
 
 
 # --- memory ---
@@ -465,6 +467,7 @@ MEASURE = r"""
 import json, sys
 from pathlib import Path
 from engine import llama
+from engine.gguf import inspect_model
 
 def rss():
     with open("/proc/self/status") as f:
@@ -472,7 +475,7 @@ def rss():
 
 path, n_ctx = Path(sys.argv[1]), int(sys.argv[2])
 before = rss()
-model = llama.Model(path, load_mtp=True)
+model = llama.Model(inspect_model(path).parts, load_mtp=True)
 params = llama.ContextParams(n_ctx=n_ctx, n_threads=2)
 target = llama.Context(model, params, mtp=False)
 draft = llama.Context(model, params, mtp=True)
@@ -543,7 +546,7 @@ def test_free_memory_and_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken() -> int:
         raise OSError("no /proc")
 
-    monkeypatch.setattr(gguf_info, "_linux_available", broken)
-    monkeypatch.setattr(gguf_info, "_macos_available", broken)
-    monkeypatch.setattr(gguf_info, "_windows_available", broken)
+    monkeypatch.setattr(memory, "_linux_available", broken)
+    monkeypatch.setattr(memory, "_macos_available", broken)
+    monkeypatch.setattr(memory, "_windows_available", broken)
     assert free_memory_bytes() >= 0  # never raises

@@ -10,7 +10,7 @@ import gguf
 import pytest
 
 from engine.generate import GenerationParams
-from engine.gguf_info import inspect_model
+from engine.gguf import inspect_model
 from engine.llama import LoadCancelled
 from engine.runtime import LoadOptions, ModelLoadError, Runtime
 from tests.engine.test_lossless import PROMPT

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build llama.cpp's own tools (llama-speculative-simple, llama-bench, llama-completion, llama-quantize)
+# Build llama.cpp's own tools (llama-speculative-simple, llama-bench, llama-completion, llama-quantize,
+# llama-gguf-split)
 # from the llama.cpp source vendored in the pinned llama-cpp-python sdist, so
 # native numbers come from exactly the same llama.cpp/ggml as our Python driver.
 #
@@ -14,6 +15,7 @@
 #   LLAMA_BENCH=/abs/path/llama-bench
 #   LLAMA_QUANTIZE=/abs/path/llama-quantize
 #   LLAMA_COMPLETION=/abs/path/llama-completion
+#   LLAMA_GGUF_SPLIT=/abs/path/llama-gguf-split
 # so callers can `eval "$(benchmarks/build_native.sh)"` or parse KEY=VALUE.
 #
 # Idempotent: if the binaries exist and were built from the same sdist with the
@@ -65,7 +67,7 @@ NICE="${STRIDE_NATIVE_NICE:-10}"
 SDIST_NAME="llama_cpp_python-${LCP_VERSION}.tar.gz"
 SRC="${CACHE}/llama.cpp-${LCP_VERSION}"
 BUILD="${SRC}/build"
-TARGETS=(llama-speculative-simple llama-bench llama-quantize llama-completion)
+TARGETS=(llama-speculative-simple llama-bench llama-quantize llama-completion llama-gguf-split)
 
 log() { printf '[build_native] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -101,6 +103,7 @@ print_paths() {
     printf 'LLAMA_BENCH=%s\n' "${BUILD}/bin/llama-bench"
     printf 'LLAMA_QUANTIZE=%s\n' "${BUILD}/bin/llama-quantize"
     printf 'LLAMA_COMPLETION=%s\n' "${BUILD}/bin/llama-completion"
+    printf 'LLAMA_GGUF_SPLIT=%s\n' "${BUILD}/bin/llama-gguf-split"
 }
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }

@@ -132,13 +132,14 @@ def read_model_files(chosen: Sequence[Path]) -> ModelFiles:
         if no not in by_no:
             by_no[no] = _find_part(no, count, by_no)
     parts = [by_no[no] for no in range(count)]
+    set_name = parts[0][0].name
     for no, (_, f) in enumerate(parts):
         k = split_keys(f)
         if k is None or k.count != count or k.no != no:
             found = "a single-file model" if k is None else f"part {k.no + 1} of {k.count}"
             raise ModelFileError(
-                f"{f.name} should be part {no + 1} of {count} but is {found}: it comes from another set "
-                "or was renamed; download that part again",
+                f"{f.name}, part {no + 1} of the split model {set_name}, is {found}: it comes from another "
+                "set or was renamed; download that part again",
                 "mismatch",
             )
     merged = _merge([f for _, f in parts])
@@ -193,7 +194,10 @@ def _find_part(no: int, count: int, known: dict[int, tuple[Path, GgufFile]]) -> 
             "download it into the same folder as the other parts",
             "missing",
         )
-    return path, read_gguf(path)
+    try:
+        return path, read_gguf(path)
+    except ModelFileError as e:  # name the set too: the user opened another file
+        raise ModelFileError(f"part {no + 1} of {count} of the split model {anchor.name}: {e}", e.kind) from None
 
 
 def _merge(parts: Sequence[GgufFile]) -> GgufFile:
@@ -204,8 +208,8 @@ def _merge(parts: Sequence[GgufFile]) -> GgufFile:
         for t in f.tensors:
             if t.name in owner:
                 raise ModelFileError(
-                    f"tensor {t.name} is in both {owner[t.name]} and {f.name}: the parts come from different sets; "
-                    "download the set again",
+                    f"the parts of the split model {first.name} overlap: tensor {t.name} is in both {owner[t.name]} "
+                    f"and {f.name}, so they come from different sets; download the set again",
                     "mismatch",
                 )
             owner[t.name] = f.name

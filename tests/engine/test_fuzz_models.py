@@ -8,6 +8,9 @@ or raise ModelFileError with one line). The cases it accepts are then loaded by 
 and run for a few tokens, in batches in a subprocess: an abort inside llama.cpp fails this
 test (naming the case, which is kept for replay) instead of killing the suite.
 
+Multi-part sets get the same treatment: a mutated part header, a dropped part, a part
+swapped in from another set or renamed, then inspected through any part and loaded.
+
 The suite runs the same 1,000 cases every time (derandomized), so a new finding never turns
 CI red by chance; STRIDE_FUZZ_RANDOM=1 (and STRIDE_FUZZ_CASES=N) explores new ones. Add what
 it finds as an @example below.
@@ -33,6 +36,7 @@ from hypothesis import strategies as st
 
 from engine.gguf import ModelFileError, inspect_model
 from tests.fixtures.builders import tiny
+from tests.fixtures.parts import part_name, split_file
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ_CASES = int(os.environ.get("STRIDE_FUZZ_CASES", "1000"))
@@ -96,7 +100,7 @@ from engine.runtime import LoadOptions, ModelLoadError, Runtime
 
 for line in sys.stdin:
     path = Path(line.strip())
-    print("@fuzz", json.dumps({"start": path.name}), flush=True)
+    print("@fuzz", json.dumps({"start": str(path)}), flush=True)
     try:
         runtime = Runtime.load(path, None, LoadOptions(n_ctx=256, n_threads=1))
         try:
@@ -111,7 +115,7 @@ for line in sys.stdin:
         outcome = {"outcome": "error", "message": str(exc)}
     except Exception:
         outcome = {"outcome": "exception", "message": traceback.format_exc()}
-    print("@fuzz", json.dumps({"done": path.name, **outcome}), flush=True)
+    print("@fuzz", json.dumps({"done": str(path), **outcome}), flush=True)
 """
 
 
@@ -126,7 +130,7 @@ def why_it_died(stderr: str) -> str:
 
 
 def load_in_subprocess(paths: list[Path]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
-    """Load every path in as few subprocesses as possible: (outcomes by name, crashes by name)."""
+    """Load every path in as few subprocesses as possible: (outcomes by path, crashes by path)."""
     outcomes: dict[str, dict[str, str]] = {}
     crashes: dict[str, str] = {}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -158,7 +162,7 @@ def load_in_subprocess(paths: list[Path]) -> tuple[dict[str, dict[str, str]], di
             break
         assert started is not None, proc.stderr[-2000:]  # died between cases: a bug here, not in a case
         crashes[started] = f"exit code {proc.returncode}: {why_it_died(proc.stderr)}"
-        names = [p.name for p in remaining]
+        names = [str(p) for p in remaining]
         remaining = remaining[names.index(started) + 1 :]  # carry on after the case that killed it
     return outcomes, crashes
 
@@ -223,22 +227,117 @@ def test_mutated_headers_give_one_clear_message_and_never_crash_llama_cpp(tmp_pa
         case = cases / f"{digest}.gguf"
         case.write_bytes(data)
         paths.append(case)
-    load_started = time.perf_counter()
-    outcomes, crashes = load_in_subprocess(paths)
-    load_s = time.perf_counter() - load_started
-    loaded = Counter(o["outcome"] for o in outcomes.values())
+    load_s, loaded = assert_loads_end_cleanly(paths, tmp_path / "crashes")
     print(
         f"\n{n_cases} cases in {fuzz_s:.1f} s (slowest parse {slowest * 1000:.0f} ms): {dict(kinds)}; "
         f"{len(paths)} distinct accepted files loaded in {load_s:.1f} s: {dict(loaded)}"
     )
+
+
+def assert_loads_end_cleanly(paths: list[Path], keep_default: Path) -> tuple[float, Counter[str]]:
+    """Load each accepted case in a subprocess: no crash, no exception, one-line errors. (seconds, outcomes)"""
+    load_started = time.perf_counter()
+    outcomes, crashes = load_in_subprocess(paths)
+    load_s = time.perf_counter() - load_started
     if crashes:  # keep the killers for replay: STRIDE_FUZZ_KEEP names a folder
-        keep = Path(os.environ.get("STRIDE_FUZZ_KEEP", tmp_path / "crashes"))
+        keep = Path(os.environ.get("STRIDE_FUZZ_KEEP", keep_default))
         keep.mkdir(parents=True, exist_ok=True)
         for name in crashes:
-            shutil.copy(cases / name, keep / name)
-    assert not crashes, f"llama.cpp died on files inspect_model accepted (copies in {keep}): {crashes}"
+            shutil.copytree(Path(name).parent, keep / Path(name).parent.name, dirs_exist_ok=True)
+    assert not crashes, f"llama.cpp died on files inspect_model accepted (copies in {keep_default}): {crashes}"
     exceptions = {name: o["message"] for name, o in outcomes.items() if o["outcome"] == "exception"}
     assert not exceptions, exceptions
     for o in outcomes.values():
         if o["outcome"] == "error":
             assert o["message"] and "\n" not in o["message"], o
+    return load_s, Counter(o["outcome"] for o in outcomes.values())
+
+
+# --- multi-part sets: a mutated part header, a dropped part, a part swapped in from another set ---
+
+SET_CASES = max(FUZZ_CASES // 4, 50)
+N_PARTS = 3
+
+
+def set_operations(part_offsets: list[list[int]], part_ends: list[int]) -> st.SearchStrategy[list[tuple[object, ...]]]:
+    def mutate_part(k: int) -> st.SearchStrategy[tuple[object, ...]]:
+        return st.tuples(st.just("mutate"), st.just(k), mutations(part_offsets[k], part_ends[k]))
+
+    part = st.integers(0, N_PARTS - 1)
+    one = st.one_of(
+        part.flatmap(mutate_part),
+        st.tuples(st.just("drop"), part),
+        st.tuples(st.just("swap"), part, st.sampled_from(["wider", "two-part"])),
+        st.tuples(st.just("rename"), part),
+    )
+    return st.lists(one, min_size=1, max_size=2)
+
+
+def test_broken_sets_give_one_clear_message_and_never_crash_llama_cpp(tmp_path: Path) -> None:
+    def cut(source: Path, name: str, n: int) -> list[bytes]:
+        (tmp_path / name).mkdir()
+        return [p.read_bytes() for p in split_file(source, tmp_path / name, n, prefix="model")]
+
+    base = cut(tiny(tmp_path / "base.gguf"), "base", N_PARTS)
+    others = {
+        "wider": cut(tiny(tmp_path / "wide.gguf", n_embd=64), "wider", N_PARTS),
+        "two-part": cut(tiny(tmp_path / "b.gguf"), "two", 2),
+    }
+    offsets, ends = [], []
+    for data in base:
+        probe = tmp_path / "probe.gguf"
+        probe.write_bytes(data)
+        offsets.append(field_offsets(probe))
+        ends.append(gguf.GGUFReader(probe).data_offset)
+    cases = tmp_path / "cases"
+    accepted: dict[str, Path] = {}
+    kinds: Counter[str] = Counter()
+
+    @settings(
+        max_examples=SET_CASES,
+        derandomize=not EXPLORE,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(set_operations(offsets, ends))
+    def check_one(ops: list[tuple[object, ...]]) -> None:
+        files: dict[str, bytes] = {part_name("model", k, N_PARTS): data for k, data in enumerate(base)}
+        names = list(files)
+        for op, k, *arg in ops:
+            assert isinstance(k, int)
+            name = names[k]
+            if name not in files:
+                continue
+            if op == "mutate":
+                files[name] = mutate(files[name], arg[0])  # type: ignore[arg-type]
+            elif op == "drop":
+                del files[name]
+            elif op == "swap":
+                other = others[str(arg[0])]
+                files[name] = other[min(k, len(other) - 1)]
+            elif op == "rename":
+                files[f"renamed-{k}.gguf"] = files.pop(name)
+        digest = hashlib.sha1(repr(sorted(files.items())).encode()).hexdigest()[:16]
+        folder = cases / digest
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        chosen = next((folder / n for n in names if n in files), folder / sorted(files)[0]) if files else None
+        if chosen is None:
+            return
+        try:
+            info = inspect_model(chosen)
+            kind = "accepted"
+            accepted.setdefault(digest, info.path)
+        except ModelFileError as exc:
+            kind = exc.kind
+            message = str(exc)
+            assert message and "\n" not in message and chosen.name in message, message
+        kinds[kind] += 1
+        event(kind)
+
+    check_one()
+    assert sum(kinds.values()) >= SET_CASES * 0.9
+    assert kinds["accepted"] and kinds["missing"] and kinds["mismatch"], kinds  # every kind of break was reached
+    load_s, loaded = assert_loads_end_cleanly(list(accepted.values()), tmp_path / "crashes")
+    print(f"\n{dict(kinds)}; {len(accepted)} accepted sets loaded in {load_s:.1f} s: {dict(loaded)}")

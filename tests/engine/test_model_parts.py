@@ -103,7 +103,9 @@ def test_a_part_from_another_set(whole: Path, tmp_path: Path) -> None:
     assert e.kind == "mismatch" and "set of 3 parts" in str(e) and "one of 4" in str(e)
     # Under part 3's name, a part that says it is part 2 of 3.
     shutil.copy(three[1], three[2])
-    assert "should be part 3 of 3 but is part 2 of 3" in str(error_of(three[0]))
+    assert str(error_of(three[0])).startswith(
+        f"{three[2].name}, part 3 of the split model {three[0].name}, is part 2 of 3: it comes from another set"
+    )
 
 
 def test_overlapping_and_missing_tensors(whole: Path, tmp_path: Path) -> None:
@@ -111,7 +113,10 @@ def test_overlapping_and_missing_tensors(whole: Path, tmp_path: Path) -> None:
     overlap = parts_of(whole, tmp_path / "overlap", 2, groups=[range(10), range(5, n)])
     e = error_of(overlap[0])
     assert e.kind == "mismatch"
-    assert str(e).startswith(f"tensor blk.0.attn_k.weight is in both {overlap[0].name} and {overlap[1].name}")
+    assert str(e).startswith(
+        f"the parts of the split model {overlap[0].name} overlap: "
+        f"tensor blk.0.attn_k.weight is in both {overlap[0].name} and {overlap[1].name}"
+    )
     short = parts_of(whole, tmp_path / "short", 2, groups=[range(10), range(10, n - 1)])
     assert f"should hold {n} tensors but its 2 parts hold {n - 1}" in str(error_of(short[1]))
 
@@ -129,7 +134,8 @@ def test_a_truncated_part_is_named(whole: Path, tmp_path: Path) -> None:
     data = parts[2].read_bytes()
     parts[2].write_bytes(data[: len(data) - 100])
     e = error_of(parts[0])
-    assert e.kind == "truncated" and str(e).startswith(f"{parts[2].name} is truncated")
+    assert e.kind == "truncated"
+    assert str(e).startswith(f"part 3 of 3 of the split model {parts[0].name}: {parts[2].name} is truncated")
 
 
 def test_split_keys_of_the_wrong_type(whole: Path, tmp_path: Path) -> None:

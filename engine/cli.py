@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from engine import stats as stats_mod
 from engine.demo import DEMO_NAME, ensure_demo_model
-from engine.generate import AUTO, DRAFT_SAMPLING, Delta, GenerationParams, PromptTooLong, Reply
+from engine.generate import AUTO, DRAFT_LENGTHS, DRAFT_SAMPLING, Delta, GenerationParams, PromptTooLong, Reply
 from engine.gguf import (
     ModelFileError,
     ModelInfo,
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_gen.add_argument("--mtp-depth", type=parse_depth, default=None, help="0 = off, 1-3, or auto; default: all heads")
     p_gen.add_argument("--p-min", type=_ranged_float(0.0, 1.0), default=0.0)
     p_gen.add_argument("--draft-sampling", choices=DRAFT_SAMPLING, default="greedy", help=DRAFT_SAMPLING_HELP)
+    p_gen.add_argument("--draft-length", choices=DRAFT_LENGTHS, default="fixed", help=DRAFT_LENGTH_HELP)
     p_gen.add_argument("--temperature", type=_ranged_float(0.0, 10.0), default=0.0)
     p_gen.add_argument("--top-k", type=_non_negative_int, default=40)
     p_gen.add_argument("--top-p", type=_ranged_float(0.0, 1.0), default=0.95)
@@ -144,10 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--temperature", type=_ranged_float(0.0, 10.0), default=0.0)
     p_bench.add_argument("--seed", type=_non_negative_int, default=0)
     p_bench.add_argument("--draft-sampling", choices=DRAFT_SAMPLING, default="greedy", help=DRAFT_SAMPLING_HELP)
+    p_bench.add_argument("--draft-length", choices=DRAFT_LENGTHS, default="fixed", help=DRAFT_LENGTH_HELP)
     run_args(p_bench)
     return parser
 
 
+DRAFT_LENGTH_HELP = (
+    "fixed (default): every step drafts --mtp-depth tokens; dynamic: up to that many, each only while "
+    "the heads' confidence makes it worth its measured cost to draft and verify on this machine"
+)
 DRAFT_SAMPLING_HELP = (
     "greedy (default): heads propose their top token, seeded output is identical at every depth; "
     "probabilistic: drafts are sampled and verified by rejection sampling, so acceptance holds up at "
@@ -339,6 +345,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             p_min=args.p_min,
             stop=tuple(args.stop),
             draft_sampling=args.draft_sampling,
+            draft_length=args.draft_length,
         )
         on_delta = None if args.json else _stream_to_terminal()
         try:
@@ -396,6 +403,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     mtp_depth=depth,
                     p_min=args.p_min,
                     draft_sampling=args.draft_sampling,
+                    draft_length=args.draft_length,
                 )
                 reply = runtime.generate(tokens, params)
                 results.append(reply_json(reply, chat=False))

@@ -17,6 +17,7 @@ import numpy as np
 
 from engine.autodepth import LOOK_BACK_ROWS, DepthTuner
 from engine.chat import ThinkSplitter
+from engine.draftcost import DraftCosts
 from engine.llama import Context, DecodeAborted, Model, Sampler, SamplerParams
 from engine.mtp import F64, MtpDrafter
 from engine.stats import ReplyStats
@@ -24,8 +25,10 @@ from engine.text import StopMatcher, Utf8Stream
 
 Kind = Literal["reasoning", "answer"]
 DraftSampling = Literal["greedy", "probabilistic"]
+DraftLength = Literal["fixed", "dynamic"]
 AUTO = "auto"
 DRAFT_SAMPLING: tuple[DraftSampling, ...] = ("greedy", "probabilistic")
+DRAFT_LENGTHS: tuple[DraftLength, ...] = ("fixed", "dynamic")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class GenerationParams:
     # same at every depth). probabilistic (temperature > 0): drafts drawn from the heads and
     # verified by rejection sampling, so acceptance holds up as temperature rises.
     draft_sampling: DraftSampling = "greedy"
+    # fixed: every step drafts `mtp_depth` tokens (fewer only under p_min). dynamic: up to that many,
+    # each only while its odds of passing are worth what it costs to draft and verify (draftcost.py).
+    draft_length: DraftLength = "fixed"
 
 
 @dataclass
@@ -117,13 +123,20 @@ class Generator:
         self.weights_absent = weights_absent
         self.n_heads = drafter.n_heads if drafter else 0
         self.cached: list[int] = []  # tokens at target KV positions 0..len-1
-        # Auto depth's measurements outlive a reply: step costs belong to this machine and model.
+        # Auto depth's and dynamic drafting's measurements outlive a reply: step costs belong to
+        # this machine and model.
         self._tuner: DepthTuner | None = None
+        self._costs: DraftCosts | None = None
 
     def depth_tuner(self, max_depth: int) -> DepthTuner:
         if self._tuner is None or self._tuner.max_depth != max_depth:
             self._tuner = DepthTuner(max_depth)
         return self._tuner
+
+    def draft_costs(self, max_depth: int) -> DraftCosts:
+        if self._costs is None or self._costs.max_depth != max_depth:
+            self._costs = DraftCosts(max_depth)
+        return self._costs
 
     def reset(self) -> None:
         """Forget the KV caches: the next prompt is evaluated from scratch."""
@@ -226,6 +239,7 @@ class Generator:
         if tuner:
             tuner.new_reply()
         use_mtp = depth > 0 and self.drafter is not None
+        costs = self.draft_costs(depth) if use_mtp and params.draft_length == "dynamic" and not tuner else None
         self.target.keep_hidden_rows(use_mtp)
 
         sampler = Sampler(params.sampler, explicit=params.draft_sampling == "probabilistic")
@@ -242,7 +256,11 @@ class Generator:
             out = _TextOut(starts_in_reasoning, params.stop, on_delta, stats)
             # Heads the depth left behind catch up at the next prompt, not in a pause before this
             # reply's end.
-            self._decode_loop(prompt[-1], params, depth if use_mtp else 0, sampler, stats, out, should_stop, tuner)
+            self._decode_loop(
+                prompt[-1], params, depth if use_mtp else 0, sampler, stats, out, should_stop, tuner, costs
+            )
+            if costs:
+                stats.estimated_speedup_vs_plain = costs.speedup_vs_plain()
             return out.finish()
         finally:
             sampler.close()
@@ -257,6 +275,7 @@ class Generator:
         out: _TextOut,
         should_stop: Callable[[], bool],
         tuner: DepthTuner | None,
+        costs: DraftCosts | None,
     ) -> None:
         target, drafter, model = self.target, self.drafter, self.model
         n_ctx = target.n_ctx
@@ -278,9 +297,17 @@ class Generator:
                 predicted = drafter.look_back(LOOK_BACK_ROWS, params.p_min)
                 produced = [*self.cached[n_past - len(predicted) + 1 : n_past], last]
                 first_head = [p == t for p, t in zip(predicted, produced) if p is not None]
-            n_draft = min(step_depth, remaining - 1, n_ctx - n_past - 1)
+            forced = costs.forced_length() if costs else None
+            n_draft = min(step_depth if forced is None else forced, remaining - 1, n_ctx - n_past - 1)
             proposal = (
-                drafter.draft(last, n_past, n_draft, params.p_min, sampler if sampler.explicit else None)
+                drafter.draft(
+                    last,
+                    n_past,
+                    n_draft,
+                    params.p_min,
+                    sampler if sampler.explicit else None,
+                    policy=costs if forced is None else None,
+                )
                 if drafter and n_draft > 0
                 else None
             )
@@ -288,7 +315,8 @@ class Generator:
             batch = [last, *draft]
             verify_start = time.perf_counter()
             target.decode(batch, n_past, outputs="all" if draft else "last")
-            stats.verify_seconds += time.perf_counter() - verify_start
+            verify_seconds = time.perf_counter() - verify_start
+            stats.verify_seconds += verify_seconds
             if proposal and proposal.dists is not None:
                 sampled = self._verify_by_rejection(sampler, proposal.tokens, proposal.dists)
             else:
@@ -317,6 +345,11 @@ class Generator:
                     stats.stop_reason = "stop_string"
                     break
             stats.step(len(draft), n_accepted, len(emitted))
+            if costs:
+                for head, seconds in enumerate(proposal.call_seconds if proposal else []):
+                    costs.record_draft_call(head, seconds)
+                step_seconds = time.perf_counter() - step_start
+                costs.record_step(len(batch), verify_seconds, step_seconds, len(sampled), n_accepted)
             if tuner:
                 # Catching up heads the depth left behind is not what this step's depth costs.
                 caught_up = drafter.catch_up_seconds - caught_up_before if drafter else 0.0

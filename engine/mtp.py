@@ -12,7 +12,8 @@ This follows llama.cpp's `common_speculative_impl_draft_mtp` (chain_heads mode).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,19 @@ class Draft:
     tokens: list[int]
     # With probabilistic drafting: the distribution each token was drawn from, for the verifier.
     dists: list[F64] | None = None
+    call_seconds: list[float] = field(default_factory=list)  # per head called: its draft call's time
+
+
+class DraftLengthPolicy(Protocol):
+    """Decides, draft by draft, how long a step's draft gets (engine.draftcost.DraftCosts)."""
+
+    def wants_head(self, head: int, chain: float, rows: int) -> bool:
+        """Run head `head`? The drafts so far all survive with probability `chain`; the batch has `rows` rows."""
+        ...
+
+    def keeps(self, chain: float, rows: int) -> bool:
+        """Verify the token just drafted? The chain up to it survives with probability `chain`."""
+        ...
 
 
 class MtpDrafter:
@@ -183,11 +197,21 @@ class MtpDrafter:
             del self._tokens[:drop], self._hidden[:drop]
             self._queue_start += drop
 
-    def draft(self, last: int, pos0: int, depth: int, p_min: float, sampler: Sampler | None = None) -> Draft:
+    def draft(
+        self,
+        last: int,
+        pos0: int,
+        depth: int,
+        p_min: float,
+        sampler: Sampler | None = None,
+        policy: DraftLengthPolicy | None = None,
+    ) -> Draft:
         """Draft up to `depth` tokens after `last` (at pos0), one head per token.
 
         Greedy by default (each head's top token); with an explicit `sampler`, each token is
         drawn from the head's distribution shaped like the target's (probabilistic drafting).
+        With a `policy`, each head runs and each token is kept only while the chain of drafts is
+        likely enough to survive for what it costs (dynamic draft length).
         Each head's call also covers the confirmed positions it has not seen yet.
         """
         end = self.confirmed_upto
@@ -196,12 +220,18 @@ class MtpDrafter:
         chain[0] = self.pending_h
         tokens: list[int] = []
         dists: list[F64] = []
+        call_seconds: list[float] = []
+        survives = 1.0  # the chance every draft so far passes verification, by the heads' own probabilities
         try:
             for head in range(depth):
+                if policy and not policy.wants_head(head, survives, len(tokens) + 1):
+                    break
                 if end - self._seen[head] > self._max_lag_in_draft:
                     self._catch_up_head(head)
                 start = self._seen[head]
+                called = time.perf_counter()
                 self._decode_head(head, start, end - start, [last, *tokens], chain[: head + 1], outputs="last")
+                call_seconds.append(time.perf_counter() - called)
                 # The row for `last` (at end, with the trunk's hidden row before it) is the very
                 # row catch-up will give that position once verification confirms it, which it
                 # always does: keep it, so the next call starts a row later. (The eager test
@@ -219,6 +249,10 @@ class MtpDrafter:
                         token = None
                 if token is None:
                     break
+                if policy:
+                    survives *= float(dists[-1][token]) if sampler is not None else top_probability(logits)
+                    if not policy.keeps(survives, len(tokens) + 1):
+                        break
                 tokens.append(token)
                 chain[head + 1] = self.ctx.hidden_row(end - start + head)
         finally:
@@ -226,7 +260,7 @@ class MtpDrafter:
         if not self.lazy:
             self.flush()
         self._trim_queue()
-        return Draft(tokens, dists[: len(tokens)] if sampler is not None else None)
+        return Draft(tokens, dists[: len(tokens)] if sampler is not None else None, call_seconds)
 
 
 def greedy_draft(logits: F32, p_min: float) -> int | None:
@@ -242,3 +276,9 @@ def greedy_draft(logits: F32, p_min: float) -> int | None:
     top = np.partition(logits, -k)[-k:].astype(np.float64)
     prob = 1.0 / np.exp(top - float(logits[best])).sum()
     return best if prob >= p_min else None
+
+
+def top_probability(logits: F32) -> float:
+    """The softmax probability of the best token over the whole vocabulary (its calibrated confidence)."""
+    top = float(logits.max())
+    return 1.0 / float(np.exp(logits - top, dtype=np.float32).sum(dtype=np.float64))

@@ -45,6 +45,8 @@ class ReplyStats:
     t_first_token: float | None = None
     t_last_token: float | None = None
     stop_reason: str | None = None
+    # With dynamic draft length: this reply's pace over plain decoding's, from the measured costs.
+    estimated_speedup_vs_plain: float | None = None
     _recent: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
 
     def __post_init__(self) -> None:
@@ -153,4 +155,5 @@ class ReplyStats:
             "mtp_depth_now": self.depth_now,
             "mtp_note": self.mtp_note,
             "stop_reason": self.stop_reason,
+            "estimated_speedup_vs_plain": self.estimated_speedup_vs_plain,
         }

@@ -1,0 +1,144 @@
+"""Dynamic draft length: draft a token only where its expected saving beats what it costs.
+
+A step verifies `[last, d1..dn]` in one target batch. On a dense model a batch of 2-4 rows
+costs little more than one row, so drafting deep pays; on a mixture-of-experts model each
+row reads its own experts' weights, so a batch of 4 may cost twice one row, and one
+unconfident draft can make a step slower than plain decoding. So each step decides, draft by
+draft, with figures measured here, on this model and machine:
+
+- the chance a draft survives: the heads' own probabilities for their tokens, chained (real
+  MTP heads are calibrated: a confident head is usually right). Before a head runs, its
+  measured acceptance given the chain so far stands in for its probability;
+- what an accepted draft is worth: the time a token costs now (a step's time over the tokens
+  it yields), since each accepted draft is a token the next steps need not make;
+- what it costs: the head's draft call, and verifying one more row (V(n+1) - V(n) from the
+  measured cost of verifying n rows).
+
+Drafting one more token pays when P(chain survives) x time per token > its marginal cost: a
+step's rate (tokens / seconds) then rises (adding c seconds for P expected tokens beats E / T
+exactly when P x T / E > c). The verification-cost curve and the head calls are timed online;
+a batch size or head not timed for a while gets a step of its own, so the curve stays current
+as the context grows. Output is unaffected: verification is exact whatever the length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SMOOTHING = 0.2  # weight of a new time in its moving average
+OUTLIER_FACTOR = 2.0  # one call slowed by something else on the machine counts as at most 2x its average
+# Before a batch size is timed: each row beyond the first costs this share of a one-row batch (a
+# dense model's curve is near 0.1-0.3; MoE far more), so untimed lengths look worth trying.
+PRIOR_ROW_COST = 0.2
+# A head's acceptance before any outcome: optimistic (published first heads reach 0.7-0.9), so every
+# head gets tried and measured; its own confidence then decides which of its drafts go in.
+PRIOR_ACCEPTANCE = 0.9
+ACCEPTANCE_MEMORY = 0.95  # per outcome: about the last 20 count
+REMEASURE_STEPS = 64  # a batch size or head call not timed for this many steps is timed again
+
+
+@dataclass
+class DraftCosts:
+    """Measured costs of a step's parts for one model on this machine; decides each draft."""
+
+    max_depth: int
+    _verify: list[float | None] = field(init=False)  # index n: seconds to verify n rows (n = 1..max_depth+1)
+    _verify_step: list[int] = field(init=False)  # the step it was last timed
+    _draft: list[float | None] = field(init=False)  # per head: seconds of its draft call
+    _draft_step: list[int] = field(init=False)
+    _trials: list[float] = field(init=False)  # per head: decayed outcomes given the chain before it survived
+    _accepted: list[float] = field(init=False)
+    _seconds_per_token: float | None = None
+    _step: int = 0
+
+    def __post_init__(self) -> None:
+        self._verify = [None] * (self.max_depth + 2)
+        self._verify_step = [-REMEASURE_STEPS] * (self.max_depth + 2)
+        self._draft = [None] * self.max_depth
+        self._draft_step = [-REMEASURE_STEPS] * self.max_depth
+        self._trials = [2.0] * self.max_depth
+        self._accepted = [2.0 * PRIOR_ACCEPTANCE] * self.max_depth
+
+    # Figures -------------------------------------------------------------------------
+
+    def verify_seconds(self, rows: int) -> float | None:
+        """Seconds to verify `rows` rows: measured, else extrapolated from the nearest timed size below."""
+        if (seconds := self._verify[rows]) is not None:
+            return seconds
+        below = next((n for n in range(rows - 1, 0, -1) if self._verify[n] is not None), None)
+        if below is None:
+            return None
+        base = self._verify[below]
+        one = self._verify[1] or base
+        assert base is not None and one is not None
+        return base + (rows - below) * PRIOR_ROW_COST * one
+
+    def marginal_verify(self, rows: int) -> float:
+        """What verifying rows + 1 rows costs over verifying `rows`."""
+        now, more = self.verify_seconds(rows), self.verify_seconds(rows + 1)
+        if now is None or more is None:
+            return 0.0
+        return max(more - now, 0.0)
+
+    def head_acceptance(self, head: int) -> float:
+        return self._accepted[head] / self._trials[head]
+
+    def token_value(self) -> float:
+        """Seconds an accepted draft saves: what a token costs at the current pace (plain pace at first)."""
+        return self._seconds_per_token or self.verify_seconds(1) or 0.0
+
+    def speedup_vs_plain(self) -> float | None:
+        """Tokens/s now over plain decoding's (one row verified per token), from the measured costs."""
+        plain = self._verify[1]
+        if plain is None or not self._seconds_per_token:
+            return None
+        return plain / self._seconds_per_token
+
+    # Decisions -----------------------------------------------------------------------
+
+    def forced_length(self) -> int | None:
+        """A draft length to run this step regardless of the odds, to time a batch size or head call
+        not timed lately (deepest first: a full-depth step times every head too); None: decide."""
+        for rows in range(self.max_depth + 1, 0, -1):
+            if self._step - self._verify_step[rows] >= REMEASURE_STEPS:
+                return rows - 1
+        return None
+
+    def wants_head(self, head: int, chain: float, rows: int) -> bool:
+        """Whether to run head `head`: the chain so far survives with probability `chain` and the batch
+        has `rows` rows; its draft must be worth its call and one more verified row."""
+        call = self._draft[head] or 0.0
+        gain = chain * self.head_acceptance(head) * self.token_value()
+        return gain > call + self.marginal_verify(rows)
+
+    def keeps(self, chain: float, rows: int) -> bool:
+        """Whether a drafted token (the chain up to it survives with probability `chain`) goes into a
+        batch of `rows` rows: its call is spent, one more verified row is not."""
+        return chain * self.token_value() > self.marginal_verify(rows)
+
+    # Measurements --------------------------------------------------------------------
+
+    def record_draft_call(self, head: int, seconds: float) -> None:
+        self._draft[head] = _smoothed(self._draft[head], seconds)
+        self._draft_step[head] = self._step
+
+    def record_step(self, rows: int, verify_seconds: float, step_seconds: float, n_emitted: int, accepted: int) -> None:
+        """One step: `rows` rows verified in verify_seconds, the whole step in step_seconds; drafts
+        rows - 1 offered, `accepted` of them kept, n_emitted tokens out."""
+        self._step += 1
+        self._verify[rows] = _smoothed(self._verify[rows], verify_seconds)
+        self._verify_step[rows] = self._step
+        if n_emitted:
+            per_token = step_seconds / n_emitted
+            self._seconds_per_token = _smoothed(self._seconds_per_token, per_token)
+        for head in range(min(rows - 1, self.max_depth)):  # head k is tried only when heads before it passed
+            if head > accepted:
+                break
+            self._trials[head] = self._trials[head] * ACCEPTANCE_MEMORY + 1.0
+            self._accepted[head] = self._accepted[head] * ACCEPTANCE_MEMORY + (1.0 if head < accepted else 0.0)
+
+
+def _smoothed(average: float | None, sample: float) -> float:
+    if average is None:
+        return sample
+    return average + SMOOTHING * (min(sample, OUTLIER_FACTOR * average) - average)

@@ -1,0 +1,140 @@
+"""Dynamic draft length: drafts only where their odds pay for their cost, and the text never changes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.draftcost import REMEASURE_STEPS, DraftCosts
+from engine.generate import GenerationParams, Generator
+from engine.llama import LlamaError
+from engine.runtime import Runtime
+from tests.engine.test_lossless import PROMPT
+from tests.fixtures.calibrated import build_calibrated
+
+N_TOKENS = 400
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[int]]:
+    return build_calibrated(tmp_path_factory.mktemp("calibrated") / "calibrated.gguf")
+
+
+def reply(runtime: Runtime, depth: int, length: str, max_tokens: int = N_TOKENS) -> tuple[list[int], list[float]]:
+    runtime.generator.reset()
+    params = GenerationParams(max_tokens=max_tokens, mtp_depth=depth, draft_length=length)  # type: ignore[arg-type]
+    r = runtime.generate(runtime.tokenize(PROMPT), params)
+    return r.token_ids, [a or 0.0 for a in r.stats.acceptance_per_position]
+
+
+def assert_dynamic_lossless(runtime: Runtime) -> None:
+    plain, _ = reply(runtime, 0, "fixed")
+    assert len(plain) == N_TOKENS
+    for depth in (1, 2, 3):
+        assert reply(runtime, depth, "dynamic")[0] == plain, f"dynamic drafting at depth {depth} changed the text"
+
+
+def test_dynamic_drafting_is_lossless(
+    load: Callable[..., Runtime], live_gguf: Path, calibrated: tuple[Path, set[int]]
+) -> None:
+    assert_dynamic_lossless(load(live_gguf))
+    assert_dynamic_lossless(load(calibrated[0]))
+
+
+@pytest.fixture
+def rollback_off() -> Iterator[None]:
+    Generator.rollback_enabled = False
+    yield
+    Generator.rollback_enabled = True
+
+
+def test_the_lossless_check_fails_without_kv_rollback(
+    load: Callable[..., Runtime], live_gguf: Path, rollback_off: None
+) -> None:
+    with pytest.raises((AssertionError, LlamaError)):
+        assert_dynamic_lossless(load(live_gguf))
+
+
+class FixedCosts(DraftCosts):
+    """Costs of a mixture-of-experts model, set rather than timed, so the test does not depend on the
+    machine: one verified row costs 1, each further row 0.6 (each row reads its own experts), a head
+    call 0.05, and a token is worth a plain step."""
+
+    def verify_seconds(self, rows: int) -> float:
+        return 1.0 + 0.6 * (rows - 1)
+
+    def token_value(self) -> float:
+        return 1.0
+
+    def forced_length(self) -> None:
+        return None
+
+    def record_draft_call(self, head: int, seconds: float) -> None:
+        self._draft[head] = 0.05
+
+
+def test_drafts_only_where_the_heads_are_sure(
+    load: Callable[..., Runtime], calibrated: tuple[Path, set[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where drafting costs 0.6 of a step a row, only drafts likelier than 0.6 may go in. The calibrated
+    heads are sure (0.99) and right where they agree with the trunk, and split (0.45) elsewhere."""
+    runtime = load(calibrated[0])
+    costs = FixedCosts(3)
+    monkeypatch.setattr(runtime.generator, "draft_costs", lambda _depth: costs)
+    fixed_tokens, fixed = reply(runtime, 3, "fixed")
+    dynamic_tokens, dynamic = reply(runtime, 3, "dynamic")
+    assert dynamic_tokens == fixed_tokens
+    assert fixed[0] < 0.9  # drafting everything, the first head is wrong on a good share of tokens
+    assert dynamic[0] > 0.97 and dynamic[1] > 0.97  # drafting where sure, it is all but always right
+
+
+# --- the decisions, on set figures ---
+
+
+def timed(costs: DraftCosts, curve: list[float], call: float, per_token: float) -> DraftCosts:
+    """Feed `costs` one step per batch size (rows 1..), as its first steps time them."""
+    for rows, seconds in enumerate(curve, start=1):
+        for head in range(rows - 1):
+            costs.record_draft_call(head, call)
+        costs.record_step(rows, seconds, per_token * 2, 2, 1 if rows > 1 else 0)
+    return costs
+
+
+def test_first_steps_time_every_batch_size_deepest_first() -> None:
+    costs = DraftCosts(3)
+    lengths = []
+    for _ in range(4):
+        length = costs.forced_length()
+        assert length is not None
+        lengths.append(length)
+        costs.record_step(length + 1, 0.01, 0.02, 1, 0)
+    assert lengths == [3, 2, 1, 0] and costs.forced_length() is None
+    for _ in range(REMEASURE_STEPS - 3):
+        costs.record_step(2, 0.01, 0.02, 1, 0)  # only one draft a step from here on
+    assert costs.forced_length() == 3  # the deepest size, untimed for REMEASURE_STEPS steps, is timed again
+
+
+def test_a_dense_curve_drafts_deep_an_moe_curve_does_not() -> None:
+    dense = timed(DraftCosts(3), [1.0, 1.1, 1.2, 1.3], call=0.05, per_token=1.0)
+    moe = timed(DraftCosts(3), [1.0, 1.7, 2.4, 3.1], call=0.05, per_token=1.0)
+    for chain in (0.3, 0.6, 0.9):
+        assert dense.keeps(chain, rows=3)
+    assert moe.keeps(0.9, rows=3) and not moe.keeps(0.6, rows=3)
+    assert dense.marginal_verify(3) == pytest.approx(0.1) and moe.marginal_verify(3) == pytest.approx(0.7)
+
+
+def test_an_untimed_batch_size_is_extrapolated_from_below() -> None:
+    costs = timed(DraftCosts(3), [1.0, 1.5], call=0.05, per_token=1.0)
+    assert costs.verify_seconds(3) == pytest.approx(1.5 + 0.2)  # PRIOR_ROW_COST of a one-row batch per row
+    assert DraftCosts(3).verify_seconds(1) is None
+
+
+def test_speedup_over_plain_is_plain_step_over_the_pace() -> None:
+    costs = DraftCosts(3)
+    costs.record_step(1, 0.010, 0.012, 1, 0)
+    assert costs.speedup_vs_plain() == pytest.approx(0.010 / 0.012)
+    costs.record_step(4, 0.014, 0.020, 4, 3)
+    pace = 0.012 + 0.2 * (0.005 - 0.012)
+    assert costs.speedup_vs_plain() == pytest.approx(0.010 / pace)

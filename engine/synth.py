@@ -2,9 +2,11 @@
 
 Real Step Flash files are 90-200 GB, so the demo model and the test fixtures are
 built here with crafted weights whose behaviour is known. A model is a trunk of
-ordinary Step3.5 decoder blocks (dense SwiGLU FFN, alternating sliding-window and
-full attention) plus up to three MTP heads, each a full decoder block with the
-NextN wiring (enorm, hnorm, eh_proj, shared head).
+Step3.5 decoder blocks plus up to three MTP heads, each a full decoder block with
+the NextN wiring (enorm, hnorm, eh_proj, shared head). Trunk blocks have a dense
+SwiGLU FFN, or, as in the real model after its leading dense layers, a mixture of
+experts: a sigmoid router with a selection bias picks a few routed SwiGLU experts
+per token, and one shared expert always runs. MTP blocks are dense, as in the real model.
 
 Tokens use a SentencePiece-style vocabulary: control tokens, the 256 byte
 tokens, printable ASCII characters and caller-chosen pieces.
@@ -98,33 +100,92 @@ class StepShape:
     n_mtp: int = 3
     context_length: int = 4096
     head_dim: int = 0  # 0: n_embd // n_head
+    # Sliding-window flag of each trunk layer; () alternates, even layers sliding.
+    swa_layers: tuple[bool, ...] = ()
+    # Mixture of experts: with n_expert > 0, trunk layers from n_dense_lead on are MoE layers.
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_exp: int = 0
+    n_ff_shexp: int = 0
+    n_dense_lead: int = 0
+    expert_weights_norm: bool = True  # the chosen experts' weights are scaled to sum to 1...
+    expert_weights_scale: float = 1.0  # ...then multiplied by this
 
     def __post_init__(self) -> None:
         if self.head_dim == 0:
             self.head_dim = self.n_embd // self.n_head
+        if self.swa_layers and len(self.swa_layers) != self.n_layer:
+            raise ValueError(f"swa_layers has {len(self.swa_layers)} flags for {self.n_layer} trunk layers")
+        if self.n_expert and not 0 < self.n_expert_used <= self.n_expert:
+            raise ValueError(f"n_expert_used {self.n_expert_used} does not fit n_expert {self.n_expert}")
 
     @property
     def n_layer_all(self) -> int:
         return self.n_layer + self.n_mtp
 
     def is_swa(self, layer: int) -> bool:
-        # Trunk alternates sliding-window and full attention; MTP blocks slide, as in Step 3.5.
-        return layer >= self.n_layer or layer % 2 == 0
+        # MTP blocks slide, as in Step 3.5.
+        if layer >= self.n_layer:
+            return True
+        return self.swa_layers[layer] if self.swa_layers else layer % 2 == 0
+
+    def is_moe(self, layer: int) -> bool:
+        return self.n_expert > 0 and self.n_dense_lead <= layer < self.n_layer
+
+
+@dataclass
+class MoeFfn:
+    """A mixture-of-experts FFN, numpy row-major: experts stacked on the first axis."""
+
+    gate_inp: F32  # router (n_expert, n_embd)
+    exp_probs_b: F32  # (n_expert,): added to the router's sigmoid scores to choose experts, not to weigh them
+    gate_exps: F32  # (n_expert, n_ff_exp, n_embd)
+    up_exps: F32  # (n_expert, n_ff_exp, n_embd)
+    down_exps: F32  # (n_expert, n_embd, n_ff_exp)
+    gate_shexp: F32  # (n_ff_shexp, n_embd)
+    up_shexp: F32  # (n_ff_shexp, n_embd)
+    down_shexp: F32  # (n_embd, n_ff_shexp)
+
+    def tensors(self) -> dict[str, F32]:
+        """GGUF tensor names (after "blk.N.") and data."""
+        return {
+            "ffn_gate_inp.weight": self.gate_inp,
+            "exp_probs_b.bias": self.exp_probs_b,
+            "ffn_gate_exps.weight": self.gate_exps,
+            "ffn_up_exps.weight": self.up_exps,
+            "ffn_down_exps.weight": self.down_exps,
+            "ffn_gate_shexp.weight": self.gate_shexp,
+            "ffn_up_shexp.weight": self.up_shexp,
+            "ffn_down_shexp.weight": self.down_shexp,
+        }
 
 
 @dataclass
 class Block:
-    """Weights of one decoder block, numpy row-major (out, in)."""
+    """Weights of one decoder block, numpy row-major (out, in).
+
+    The FFN is dense (ffn_gate, ffn_up, ffn_down) or, with moe set, a mixture of
+    experts; llama.cpp tells the two apart by the router tensor, so a block has one.
+    """
 
     wq: F32
     wk: F32
     wv: F32
     wo: F32
-    ffn_gate: F32
-    ffn_up: F32
-    ffn_down: F32
+    ffn_gate: F32 | None
+    ffn_up: F32 | None
+    ffn_down: F32 | None
     attn_norm: F32
     ffn_norm: F32
+    moe: MoeFfn | None = None
+
+    def ffn_tensors(self) -> dict[str, F32]:
+        """The FFN's GGUF tensor names (after "blk.N.") and data."""
+        if self.moe is not None:
+            return self.moe.tensors()
+        if self.ffn_gate is None or self.ffn_up is None or self.ffn_down is None:
+            raise ValueError("a block without experts needs ffn_gate, ffn_up and ffn_down")
+        return {"ffn_gate.weight": self.ffn_gate, "ffn_up.weight": self.ffn_up, "ffn_down.weight": self.ffn_down}
 
 
 @dataclass
@@ -148,31 +209,50 @@ class StepWeights:
     heads: list[MtpHead] = field(default_factory=list)
 
 
-def zero_block(shape: StepShape, rng: np.random.Generator | None = None, scale: float = 0.0) -> Block:
+def zero_block(
+    shape: StepShape, rng: np.random.Generator | None = None, scale: float = 0.0, *, layer: int = 0
+) -> Block:
     """A decoder block that leaves the residual unchanged, or (with rng) writes to it.
 
-    With rng, attention and FFN get random weights whose outputs onto the residual
-    (wo, ffn_down) have size about `scale`: the text then depends on the context.
-    Zero weights cost the same compute as any others, which benchmarks rely on.
+    With rng, attention and FFN (every expert, and the shared one) get random weights
+    whose outputs onto the residual (wo, down projections) have size about `scale`:
+    the text then depends on the context. The block at trunk index `layer` of a
+    mixture-of-experts shape gets experts, with a zero router and selection bias that
+    the caller sets to route. Zero weights cost the same compute as any others, which
+    benchmarks rely on.
     """
     e, hd = shape.n_embd, shape.head_dim
     q_dim, kv_dim = shape.n_head * hd, shape.n_head_kv * hd
 
-    def mat(rows: int, cols: int, size: float) -> F32:
+    def mat(size: float, *dims: int) -> F32:
         if rng is None:
-            return np.zeros((rows, cols), dtype=np.float32)
-        return np.asarray(rng.standard_normal((rows, cols)) * size / np.sqrt(cols), dtype=np.float32)
+            return np.zeros(dims, dtype=np.float32)
+        return np.asarray(rng.standard_normal(dims) * size / np.sqrt(dims[-1]), dtype=np.float32)
 
+    moe = None
+    if shape.is_moe(layer):
+        n, ff, sh = shape.n_expert, shape.n_ff_exp, shape.n_ff_shexp
+        moe = MoeFfn(
+            gate_inp=np.zeros((n, e), dtype=np.float32),
+            exp_probs_b=np.zeros(n, dtype=np.float32),
+            gate_exps=mat(1.0, n, ff, e),
+            up_exps=mat(1.0, n, ff, e),
+            down_exps=mat(scale, n, e, ff),
+            gate_shexp=mat(1.0, sh, e),
+            up_shexp=mat(1.0, sh, e),
+            down_shexp=mat(scale, e, sh),
+        )
     return Block(
-        wq=mat(q_dim, e, 1.0),
-        wk=mat(kv_dim, e, 1.0),
-        wv=mat(kv_dim, e, 1.0),
-        wo=mat(e, q_dim, scale),
-        ffn_gate=mat(shape.n_ff, e, 1.0),
-        ffn_up=mat(shape.n_ff, e, 1.0),
-        ffn_down=mat(e, shape.n_ff, scale),
+        wq=mat(1.0, q_dim, e),
+        wk=mat(1.0, kv_dim, e),
+        wv=mat(1.0, kv_dim, e),
+        wo=mat(scale, e, q_dim),
+        ffn_gate=None if moe is not None else mat(1.0, shape.n_ff, e),
+        ffn_up=None if moe is not None else mat(1.0, shape.n_ff, e),
+        ffn_down=None if moe is not None else mat(scale, e, shape.n_ff),
         attn_norm=np.ones(e, dtype=np.float32),
         ffn_norm=np.ones(e, dtype=np.float32),
+        moe=moe,
     )
 
 
@@ -186,7 +266,7 @@ def lookup_head(shape: StepShape, embd: F32, head_map: Sequence[int], logit_gap:
     eh_proj = np.zeros((e, 2 * e), dtype=np.float32)
     eh_proj[:, :e] = np.eye(e, dtype=np.float32)
     return MtpHead(
-        block=zero_block(shape),
+        block=zero_block(shape, layer=shape.n_layer),
         eh_proj=eh_proj,
         enorm=np.ones(e, dtype=np.float32),
         hnorm=np.ones(e, dtype=np.float32),
@@ -254,15 +334,17 @@ def write_step35(
         writer.add_tensor(tname, np.ascontiguousarray(data, dtype=out_type))
 
     def block(i: int, b: Block) -> None:
+        if (b.moe is not None) != shape.is_moe(i):
+            raise ValueError(f"block {i} {'has' if b.moe else 'lacks'} experts; the shape says otherwise")
         tensor(f"blk.{i}.attn_norm.weight", b.attn_norm)
         tensor(f"blk.{i}.attn_q.weight", b.wq)
         tensor(f"blk.{i}.attn_k.weight", b.wk)
         tensor(f"blk.{i}.attn_v.weight", b.wv)
         tensor(f"blk.{i}.attn_output.weight", b.wo)
         tensor(f"blk.{i}.ffn_norm.weight", b.ffn_norm)
-        tensor(f"blk.{i}.ffn_gate.weight", b.ffn_gate)
-        tensor(f"blk.{i}.ffn_up.weight", b.ffn_up)
-        tensor(f"blk.{i}.ffn_down.weight", b.ffn_down)
+        for tname, data in b.ffn_tensors().items():
+            # Routers stay F32, as converted Step models keep them: llama-quantize leaves them as they are.
+            tensor(f"blk.{i}.{tname}", data, keep_f32=tname == "ffn_gate_inp.weight")
 
     tensor("token_embd.weight", weights.token_embd)
     tensor("output_norm.weight", weights.output_norm)
@@ -315,10 +397,20 @@ def step35_writer(
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_sliding_window(shape.n_swa)
     writer.add_sliding_window_pattern([shape.is_swa(i) for i in range(n_layer_all)])
-    writer.add_expert_count(0)
-    writer.add_expert_used_count(0)
-    writer.add_expert_feed_forward_length(shape.n_ff)
-    writer.add_leading_dense_block_count(n_layer_all)
+    if shape.n_expert:
+        writer.add_expert_count(shape.n_expert)
+        writer.add_expert_used_count(shape.n_expert_used)
+        writer.add_expert_feed_forward_length(shape.n_ff_exp)
+        writer.add_expert_shared_feed_forward_length(shape.n_ff_shexp)
+        writer.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+        writer.add_expert_weights_norm(shape.expert_weights_norm)
+        writer.add_expert_weights_scale(shape.expert_weights_scale)
+        writer.add_leading_dense_block_count(shape.n_dense_lead)
+    else:
+        writer.add_expert_count(0)
+        writer.add_expert_used_count(0)
+        writer.add_expert_feed_forward_length(shape.n_ff)
+        writer.add_leading_dense_block_count(n_layer_all)
     if n_mtp:
         writer.add_nextn_predict_layers(n_mtp)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype is np.float32 else gguf.LlamaFileType.MOSTLY_F16)

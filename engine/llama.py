@@ -8,6 +8,7 @@ means an upgrade touches one file.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import re
@@ -118,6 +119,22 @@ def cpu_variant() -> str | None:
     return match.group(1) or "native"
 
 
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Whether the CPU reports Intel AMX tiles (Linux; False where that cannot be read).
+
+    ggml then moves quantized weights into AMX buffers, and on such a machine here (a VM reporting
+    AMX) its AMX matrix multiply killed the process (SIGSEGV/SIGILL) at the first batch of two or
+    more tokens of any Q8_0 or K-quant model: every MTP verification. Loading without llama.cpp's
+    extra buffer types avoids it, at the price of its CPU weight repacking on these CPUs only.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return any(line.startswith("flags") and " amx_tile" in line for line in f)
+    except OSError:
+        return False
+
+
 def init_backend() -> None:
     """Initialise llama.cpp once per process and route its log through `logging`."""
     global _initialised
@@ -160,6 +177,7 @@ class Model:
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.load_mtp = load_mtp
+        params.use_extra_bufts = not cpu_has_amx()
         cancelled = False
 
         def on_progress(fraction: float, _user: ctypes.c_void_p) -> bool:

@@ -80,7 +80,7 @@ def _compute_bytes(
     q = max(layer.n_head * max(layer.head_dim_k, layer.head_dim_v) for layer in layers)
     kv = max(layer.n_head_kv * (layer.head_dim_k + layer.head_dim_v) for layer in layers)
     ff = max(layer.n_ff for layer in layers)
-    if info.n_expert:
+    if info.n_expert and not draft:  # the MTP heads are dense blocks, even in an MoE model
         ff = max(ff, info.n_expert_used * info.n_ff_exp + info.n_ff_shexp)
     attn_rows, ffn_rows = (2, 2) if draft else (3, 4)
     per_token = max(

@@ -41,12 +41,12 @@ def run_once(runtime: Runtime, prompt: list[int], depth: int | str, tokens: int,
     def on_delta(delta: Delta, _stats: ReplyStats) -> None:
         marks.append((len(delta.token_ids) + (marks[-1][0] if marks else 0), time.perf_counter()))
 
-    runtime.generator._tuner = None  # auto starts from nothing, as on the first reply after loading
+    runtime.generator.forget_auto()  # auto starts from nothing, as on the first reply after loading
     if depth == AUTO_LATER:
         depth = AUTO
         runtime.generator.reset()
         runtime.generate(prompt, GenerationParams(max_tokens=tokens, mtp_depth=AUTO))
-    runtime.generator.reset()  # the KV caches, not the tuner
+    runtime.generator.reset()  # the KV caches, not what Auto learned
     reply = runtime.generate(prompt, GenerationParams(max_tokens=tokens, mtp_depth=depth), on_delta=on_delta)
     t0 = reply.stats.t_prompt_done or marks[0][1]
     bounds = [0, split, marks[-1][0]] if split else [0, marks[-1][0]]

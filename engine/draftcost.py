@@ -17,13 +17,14 @@ draft, with figures measured here, on this model and machine:
 Drafting one more token pays when P(chain survives) x time per token > its marginal cost: a
 step's rate (tokens / seconds) then rises (adding c seconds for P expected tokens beats E / T
 exactly when P x T / E > c). The verification-cost curve and the head calls are timed online;
-a batch size or head not timed for a while gets a step of its own, so the curve stays current
-as the context grows. Output is unaffected: verification is exact whatever the length.
+a batch size not timed for a while gets a step of its own, so the curve stays current as the
+context grows. Output is unaffected: verification is exact whatever the length.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 SMOOTHING = 0.2  # weight of a new time in its moving average
 OUTLIER_FACTOR = 2.0  # one call slowed by something else on the machine counts as at most 2x its average
@@ -97,10 +98,15 @@ class DraftCosts:
     # Decisions -----------------------------------------------------------------------
 
     def forced_length(self) -> int | None:
-        """A draft length to run this step regardless of the odds, to time a batch size or head call
-        not timed lately (deepest first: a full-depth step times every head too); None: decide."""
-        for rows in range(self.max_depth + 1, 0, -1):
-            if self._step - self._verify_step[rows] >= REMEASURE_STEPS:
+        """A draft length to run this step regardless of the odds, to time a batch size; None: decide.
+
+        At first, one row and two (the first draft's marginal cost); deeper sizes are extrapolated
+        optimistically, so the first confident drafts try them. A size timed once and then left
+        unused for REMEASURE_STEPS steps is timed again, in case its one timing was unlucky.
+        """
+        for rows in range(1, self.max_depth + 2):
+            never = self._verify[rows] is None
+            if (never and rows <= 2) or (not never and self._step - self._verify_step[rows] >= REMEASURE_STEPS):
                 return rows - 1
         return None
 
@@ -136,6 +142,44 @@ class DraftCosts:
                 break
             self._trials[head] = self._trials[head] * ACCEPTANCE_MEMORY + 1.0
             self._accepted[head] = self._accepted[head] * ACCEPTANCE_MEMORY + (1.0 if head < accepted else 0.0)
+
+
+    # Memory --------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The timed costs and head acceptance, as JSON-ready data."""
+        return {
+            "max_depth": self.max_depth,
+            "verify": self._verify[1:],
+            "draft": self._draft,
+            "acceptance": [self.head_acceptance(h) for h in range(self.max_depth)],
+            "seconds_per_token": self._seconds_per_token,
+        }
+
+    def restore(self, data: dict[str, Any]) -> bool:
+        """Take up costs timed at an earlier load; False (nothing taken) if they do not fit this model."""
+        verify, draft, acceptance = data.get("verify"), data.get("draft"), data.get("acceptance")
+        fits = _numbers(verify, self.max_depth + 1) and _numbers(draft, self.max_depth)
+        if data.get("max_depth") != self.max_depth or not fits or not _numbers(acceptance, self.max_depth, 1.0):
+            return False
+        assert isinstance(verify, list) and isinstance(draft, list) and isinstance(acceptance, list)
+        self._verify = [None, *verify]
+        self._draft = list(draft)
+        self._accepted = [a * t for a, t in zip(acceptance, self._trials)]
+        per_token = data.get("seconds_per_token")
+        self._seconds_per_token = per_token if isinstance(per_token, float) else None
+        # Timed at another load: worth time again soon, but not all at once at the start.
+        self._verify_step = [self._step - REMEASURE_STEPS // 2] * (self.max_depth + 2)
+        return True
+
+
+def _numbers(values: object, n: int, required_max: float | None = None) -> bool:
+    """A list of n non-negative numbers (None allowed unless a maximum is required)."""
+    if not isinstance(values, list) or len(values) != n:
+        return False
+    if required_max is not None:
+        return all(isinstance(v, int | float) and 0 <= v <= required_max for v in values)
+    return all(v is None or (isinstance(v, int | float) and 0 <= v < 1e6) for v in values)
 
 
 def _smoothed(average: float | None, sample: float) -> float:

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from engine.autodepth import LOOK_BACK_ROWS, DepthTuner
+from engine.autodraft import AutoDraft, StepPlan
 from engine.chat import ThinkSplitter
 from engine.draftcost import DraftCosts
 from engine.llama import Context, DecodeAborted, Model, Sampler, SamplerParams
@@ -53,7 +53,9 @@ class Delta:
 class GenerationParams:
     max_tokens: int = 512
     sampler: SamplerParams = field(default_factory=SamplerParams)
-    mtp_depth: int | str | None = None  # None: every head the model has; AUTO: measured per step
+    # None: every head the model has; AUTO: plain decoding or dynamic drafting (up to every head),
+    # whichever is measured faster here (autodraft.py).
+    mtp_depth: int | str | None = None
     p_min: float = 0.0
     stop: tuple[str, ...] = ()
     # greedy: each head's top token, kept while the target's sampler agrees (seeded output is the
@@ -116,22 +118,37 @@ class Generator:
     # target instead of from max(0, p - q), which biases the output (the statistical test's foil).
     exact_residual = True
 
-    def __init__(self, model: Model, target: Context, drafter: MtpDrafter | None, weights_absent: bool) -> None:
+    def __init__(
+        self,
+        model: Model,
+        target: Context,
+        drafter: MtpDrafter | None,
+        weights_absent: bool,
+        head_window: int | None = None,
+    ) -> None:
         self.model = model
         self.target = target
         self.drafter = drafter
         self.weights_absent = weights_absent
         self.n_heads = drafter.n_heads if drafter else 0
+        # Positions a head attends (its sliding window), so the most it needs to have seen to draft
+        # exactly; None: heads with full attention need every position.
+        self.head_window = head_window
         self.cached: list[int] = []  # tokens at target KV positions 0..len-1
-        # Auto depth's and dynamic drafting's measurements outlive a reply: step costs belong to
-        # this machine and model.
-        self._tuner: DepthTuner | None = None
+        # Auto's and dynamic drafting's measurements outlive a reply: step costs belong to this
+        # machine and model.
+        self._auto: AutoDraft | None = None
         self._costs: DraftCosts | None = None
 
-    def depth_tuner(self, max_depth: int) -> DepthTuner:
-        if self._tuner is None or self._tuner.max_depth != max_depth:
-            self._tuner = DepthTuner(max_depth)
-        return self._tuner
+    def auto(self, max_depth: int) -> AutoDraft:
+        if self._auto is None or self._auto.max_depth != max_depth:
+            self._auto = AutoDraft(max_depth, self.head_window)
+        return self._auto
+
+    def forget_auto(self) -> None:
+        """Drop what Auto and dynamic drafting measured: the next reply starts from nothing."""
+        self._auto = None
+        self._costs = None
 
     def draft_costs(self, max_depth: int) -> DraftCosts:
         if self._costs is None or self._costs.max_depth != max_depth:
@@ -147,21 +164,29 @@ class Generator:
 
     # Prompt -----------------------------------------------------------------------
 
-    def _reusable_prefix(self, tokens: Sequence[int], use_mtp: bool) -> int:
-        """Roll the caches back to the longest reusable prefix; return where evaluation starts."""
+    def _reusable_prefix(self, tokens: Sequence[int], use_mtp: bool, heads_window: int | None) -> int:
+        """Roll the caches back to the longest reusable prefix; return where evaluation starts.
+
+        heads_window: the heads need only the prompt's last this many positions (None: all of them).
+        """
         reuse = common_prefix(self.cached, tokens)
+        restart = False
         if use_mtp and self.drafter:
-            # The drafter must see every position too (heads that lag behind catch up from its
-            # queue); re-decode one earlier token so its hidden row can pair with the first token
-            # the drafter was not given.
-            reuse = min(reuse, self.drafter.confirmed_upto)
-            reuse = max(reuse - 1, 0)
+            # The drafter must see the positions too (heads that lag behind catch up from its queue),
+            # or, with a window, those in it: heads further behind restart at its start. Re-decode one
+            # earlier token so its hidden row can pair with the first token the drafter was not given.
+            seen = self.drafter.confirmed_upto
+            if heads_window is not None and seen < len(tokens) - heads_window:
+                seen, restart = len(tokens) - heads_window, True
+            reuse = max(min(reuse, seen) - 1, 0)
         if reuse > 0 and not self._can_resume_at(reuse):
             reuse = 0
         if reuse == 0:
             self.target.clear()
             if self.drafter:
                 self.drafter.reset()
+        elif self.drafter and restart:
+            self.drafter.restart(reuse + 1)
         elif self.drafter:
             self.drafter.rollback(reuse + 1 if use_mtp else reuse)
         del self.cached[reuse:]
@@ -183,9 +208,10 @@ class Generator:
         use_mtp: bool,
         should_stop: Callable[[], bool],
         on_progress: ProgressCallback | None,
+        heads_window: int | None = None,
     ) -> int:
         """Evaluate tokens (all but the prompt's last); return how many were evaluated."""
-        start = self._reusable_prefix(tokens, use_mtp)
+        start = self._reusable_prefix(tokens, use_mtp, heads_window)
         drafter = self.drafter if use_mtp else None
         draft_from = start + 1 if drafter and start > 0 else start
         n_batch = self.target.n_batch
@@ -235,11 +261,10 @@ class Generator:
         depth, note = resolve_depth(params.mtp_depth, self.n_heads, self.weights_absent)
         requested = params.mtp_depth if params.mtp_depth is not None else self.n_heads
         stats = ReplyStats(n_heads=self.n_heads, mtp_depth=depth, mtp_depth_requested=requested, mtp_note=note)
-        tuner = self.depth_tuner(depth) if params.mtp_depth == AUTO and depth > 0 else None
-        if tuner:
-            tuner.new_reply()
         use_mtp = depth > 0 and self.drafter is not None
-        costs = self.draft_costs(depth) if use_mtp and params.draft_length == "dynamic" and not tuner else None
+        auto = self.auto(depth) if use_mtp and params.mtp_depth == AUTO else None
+        dynamic = use_mtp and params.draft_length == "dynamic"
+        costs = auto.costs if auto else self.draft_costs(depth) if dynamic else None
         self.target.keep_hidden_rows(use_mtp)
 
         sampler = Sampler(params.sampler, explicit=params.draft_sampling == "probabilistic")
@@ -247,7 +272,8 @@ class Generator:
             for token in prompt[-params.sampler.repeat_last_n :]:
                 sampler.accept(token)
             try:
-                n_evaluated = self._prefill(prompt[:-1], use_mtp, should_stop, on_progress)
+                window = self.head_window if auto else None
+                n_evaluated = self._prefill(prompt[:-1], use_mtp, should_stop, on_progress, window)
             except Cancelled:
                 stats.prompt_done(len(prompt), 0)
                 stats.stop_reason = "cancelled"
@@ -256,10 +282,12 @@ class Generator:
             out = _TextOut(starts_in_reasoning, params.stop, on_delta, stats)
             # Heads the depth left behind catch up at the next prompt, not in a pause before this
             # reply's end.
+            if auto:
+                auto.new_reply()
             self._decode_loop(
-                prompt[-1], params, depth if use_mtp else 0, sampler, stats, out, should_stop, tuner, costs
+                prompt[-1], params, depth if use_mtp else 0, sampler, stats, out, should_stop, auto, costs
             )
-            if costs:
+            if costs and not auto:
                 stats.estimated_speedup_vs_plain = costs.speedup_vs_plain()
             return out.finish()
         finally:
@@ -274,12 +302,13 @@ class Generator:
         stats: ReplyStats,
         out: _TextOut,
         should_stop: Callable[[], bool],
-        tuner: DepthTuner | None,
+        auto: AutoDraft | None,
         costs: DraftCosts | None,
     ) -> None:
         target, drafter, model = self.target, self.drafter, self.model
         n_ctx = target.n_ctx
         n_past = len(self.cached)
+        rows_on = bool(drafter and depth)  # generate() turned the trunk's hidden rows on for MTP
         while True:
             if should_stop():
                 stats.stop_reason = "cancelled"
@@ -288,17 +317,17 @@ class Generator:
                 stats.stop_reason = "context_full"
                 return
             remaining = params.max_tokens - stats.n_predicted
-            step_depth = tuner.choose() if tuner else depth
             step_start = time.perf_counter()
-            caught_up_before = drafter.catch_up_seconds if drafter else 0.0
-            first_head: list[bool] = []
-            if tuner and tuner.probing and drafter:
-                # An Off step that looks back at what the first head would have drafted.
-                predicted = drafter.look_back(LOOK_BACK_ROWS, params.p_min)
-                produced = [*self.cached[n_past - len(predicted) + 1 : n_past], last]
-                first_head = [p == t for p, t in zip(predicted, produced) if p is not None]
-            forced = costs.forced_length() if costs else None
-            n_draft = min(step_depth if forced is None else forced, remaining - 1, n_ctx - n_past - 1)
+            # Auto may run this step plainly: no drafts, and no hidden rows for the heads either.
+            plan = auto.plan() if auto else StepPlan(rows=rows_on, draft=bool(depth), restart_heads=False)
+            if plan.rows != rows_on:
+                target.keep_hidden_rows(plan.rows)
+                rows_on = plan.rows
+            if drafter and plan.restart_heads:
+                drafter.restart(n_past)
+            forced = costs.forced_length() if costs and plan.draft else None
+            step_depth = depth if forced is None else forced
+            n_draft = min(step_depth, remaining - 1, n_ctx - n_past - 1) if plan.draft else 0
             proposal = (
                 drafter.draft(
                     last,
@@ -322,14 +351,14 @@ class Generator:
             else:
                 sampled = self._verify_greedy_drafts(sampler, draft)
             n_accepted = len(sampled) - 1
-            if drafter and depth:
+            if drafter and plan.rows:
                 # Only the accepted positions reach the heads, with the next draft call.
                 drafter.confirm(batch[: n_accepted + 1], n_past, target.hidden_rows(len(batch))[: n_accepted + 1])
             self.cached.extend(batch[: n_accepted + 1])
             n_past += n_accepted + 1
             if self.rollback_enabled:
                 target.remove_from(n_past)
-                if drafter and depth:
+                if drafter and plan.rows:
                     drafter.rollback(n_past)
 
             emitted: list[int] = []
@@ -345,17 +374,17 @@ class Generator:
                     stats.stop_reason = "stop_string"
                     break
             stats.step(len(draft), n_accepted, len(emitted))
-            if costs:
+            step_seconds = time.perf_counter() - step_start
+            if costs and plan.draft:
                 for head, seconds in enumerate(proposal.call_seconds if proposal else []):
                     costs.record_draft_call(head, seconds)
-                step_seconds = time.perf_counter() - step_start
                 costs.record_step(len(batch), verify_seconds, step_seconds, len(sampled), n_accepted)
-            if tuner:
-                # Catching up heads the depth left behind is not what this step's depth costs.
-                caught_up = drafter.catch_up_seconds - caught_up_before if drafter else 0.0
-                seconds = time.perf_counter() - step_start - caught_up
-                tuner.record(step_depth, len(draft), n_accepted, seconds, first_head)
-                stats.depth_now = step_depth
+            if auto:
+                auto.record(plan, step_seconds, len(sampled))
+                stats.depth_now = len(draft) if plan.draft else 0
+                stats.auto_mode = "drafting" if plan.draft else "off"
+                stats.mtp_note = "auto_off" if auto.settled_off else None
+                stats.estimated_speedup_vs_plain = auto.speedup_vs_plain()
             out.emit(emitted, [i < n_accepted for i in range(len(emitted))])
             if stats.stop_reason:
                 return

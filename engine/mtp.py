@@ -27,7 +27,7 @@ DRAFT_TOP_K = 10  # p_min is measured over the top 10 candidates, as llama.cpp d
 # the trunk's hidden row (16 KiB on Step 3.5 Flash), so 8 MiB at most.
 LAZY_ROWS = 512
 # A head further behind than this at its draft call catches up in a call of its own first: a
-# drafting head is normally at most a step behind, and a step's cost (what auto depth measures)
+# drafting head is normally at most a step behind, and a head call's cost (what dynamic drafting times)
 # should not include rows the depth did not cause.
 LAG_IN_DRAFT = 8
 NO_ROWS = np.empty((0, 0), np.float32)
@@ -62,7 +62,7 @@ class MtpDrafter:
     has not seen and the new draft rows are contiguous, so a drafting head costs one decode
     per step, rejected drafts are never decoded again, the draft row for the last sampled
     token stays as that position's catch-up row, and heads the depth does not use
-    cost nothing until they are needed again (auto depth, p_min, a deeper setting). The
+    cost nothing until they are needed again (dynamic draft length, p_min, a deeper setting). The
     queue is bounded: past LAZY_ROWS unseen positions, lagging heads catch up on their own.
     """
 
@@ -82,9 +82,6 @@ class MtpDrafter:
         self._tokens: list[int] = []
         self._hidden: list[F32] = []
         self._max_lag_in_draft = max(0, min(LAG_IN_DRAFT, draft.n_batch - n_heads - 1))  # a draft call fits a batch
-        # Time spent catching lagging heads up outside a draft call (and looking back): a cost of
-        # the heads the depth did not use, which auto depth must not charge to the step it happened in.
-        self.catch_up_seconds = 0.0
 
     @property
     def valid_upto(self) -> int:
@@ -106,6 +103,17 @@ class MtpDrafter:
         self._seen = [0] * self.n_heads
         self._queue_start = 0
         self._tokens, self._hidden = [], []
+
+    def restart(self, pos: int) -> None:
+        """Start the heads afresh at `pos`, having missed the positions before it (Auto ran plainly).
+
+        A head attends only its last n_swa positions, so once it has seen that many from here it
+        drafts exactly as if it had never stopped; until then its drafts are only less often right
+        (verification keeps the text exact). The first position pairs with no hidden row.
+        """
+        self.reset()
+        self._seen = [pos] * self.n_heads
+        self._queue_start = pos
 
     def rollback(self, pos: int) -> None:
         self.ctx.remove_from(pos)
@@ -146,33 +154,14 @@ class MtpDrafter:
             self.ctx.select_head(0)
         self._trim_queue()
 
-    def look_back(self, rows: int, p_min: float) -> list[int | None]:
-        """Catch the first head up, and say what it would have drafted after each of its last `rows` new positions.
-
-        The first head drafts position p+1 from token p and the trunk's hidden row at p-1: exactly
-        the inputs its catch-up row for p gets. So logits on the catch-up rows show, for no draft
-        call, the drafts depth 1 would have made there, one per position (None: below p_min, no
-        draft). Auto depth watches the first head this way while Off is best.
-        """
-        n = self._catch_up_head(0, outputs=rows)
-        started = time.perf_counter()
-        predictions: list[int | None] = []
-        for i in range(n - min(rows, n), n):
-            predictions.append(greedy_draft(self.ctx.logits(i), p_min))
-        self._trim_queue()
-        self.catch_up_seconds += time.perf_counter() - started
-        return predictions
-
     def _catch_up_head(self, head: int, outputs: int = 0) -> int:
         """Catch head `head` up; its last call outputs logits for up to `outputs` last rows. Rows in that call."""
-        started = time.perf_counter()
         n = 0
         while self._seen[head] < self.confirmed_upto:
             start = self._seen[head]
             n = min(self.confirmed_upto - start, self.ctx.n_batch)
             last_call = start + n == self.confirmed_upto
             self._decode_head(head, start, n, [], NO_ROWS, outputs=min(outputs, n) if last_call else 0)
-        self.catch_up_seconds += time.perf_counter() - started
         return n
 
     def _decode_head(

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine import chat
-from engine.generate import GenerationParams, Generator, Reply
+from engine import automemory, chat
+from engine.generate import AUTO, GenerationParams, Generator, Reply
 from engine.gguf import (
     ModelFileError,
     ModelInfo,
@@ -90,7 +90,16 @@ class Runtime:
         self.options = options
         n_heads = (mtp_model or model).n_mtp_layers if draft else 0
         drafter = MtpDrafter(draft, n_heads) if draft else None
-        self.generator = Generator(model, target, drafter, weights_absent=info.mtp_weights == "absent")
+        heads = info.layers[info.n_layer :]
+        # Heads with sliding-window attention need only their window of positions to draft exactly.
+        window = info.n_swa if info.n_swa > 0 and heads and all(layer.swa for layer in heads) else None
+        self.generator = Generator(
+            model, target, drafter, weights_absent=info.mtp_weights == "absent", head_window=window
+        )
+        # What Auto learned about these files on this machine at an earlier load.
+        self._auto_key = automemory.memory_key([*info.parts, *info.mtp_parts], options.threads()) if drafter else None
+        if self._auto_key and (remembered := automemory.load(self._auto_key)) is not None:
+            self.generator.auto(n_heads).restore(remembered)
         self.template = model.chat_template()
 
     @property
@@ -220,7 +229,16 @@ class Runtime:
             dropped += 1
 
     def generate(self, tokens: Sequence[int], params: GenerationParams, **kw: Any) -> Reply:
-        return self.generator.generate(tokens, params, **kw)
+        reply = self.generator.generate(tokens, params, **kw)
+        if params.mtp_depth == AUTO and self._auto_key and self.n_heads:
+            automemory.save(self._auto_key, self.generator.auto(self.n_heads).state())
+        return reply
+
+    def forget_auto(self) -> None:
+        """Forget what Auto learned about this model here, in memory and on disk."""
+        self.generator.forget_auto()
+        if self._auto_key:
+            automemory.forget(self._auto_key)
 
 
 def _load_model(

@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Why MTP is not running at the requested depth (None when it is).
-MTP_NOTES = ("no_heads", "weights_absent", "depth_zero", "depth_clamped")
+MTP_NOTES = ("no_heads", "weights_absent", "depth_zero", "depth_clamped", "auto_off")
 MTP_NOTE_TEXT = {
     "no_heads": "this model has no MTP heads, so it runs plain decoding",
     "weights_absent": "the model declares MTP heads but their weights are not in the file; "
     "give the separate MTP file to use them",
     "depth_zero": "MTP depth is set to Off",
     "depth_clamped": "the requested depth is more than the model's MTP heads; using all of them",
+    "auto_off": "Auto runs plainly: checking drafts costs more than they save on this model and machine "
+    "(it tries drafting again now and then, and with each new reply)",
 }
 STOP_REASONS = ("eog", "max_tokens", "stop_string", "context_full", "cancelled")
 RATE_WINDOW_S = 2.0
@@ -45,8 +47,9 @@ class ReplyStats:
     t_first_token: float | None = None
     t_last_token: float | None = None
     stop_reason: str | None = None
-    # With dynamic draft length: this reply's pace over plain decoding's, from the measured costs.
+    # With dynamic draft length or Auto: the pace over plain decoding's, from the measured costs.
     estimated_speedup_vs_plain: float | None = None
+    auto_mode: str | None = None  # with Auto: "drafting" or "off", what the last step did
     _recent: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
 
     def __post_init__(self) -> None:
@@ -156,4 +159,5 @@ class ReplyStats:
             "mtp_note": self.mtp_note,
             "stop_reason": self.stop_reason,
             "estimated_speedup_vs_plain": self.estimated_speedup_vs_plain,
+            "auto_mode": self.auto_mode,
         }

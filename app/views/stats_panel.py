@@ -67,9 +67,10 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:,.1f} s"
 
 
-def _depth_text(depth: int, requested: object, now: object = None) -> str:
-    if requested == AUTO:  # report what auto depth is running now
-        return f"Auto, now {now or 'Off'}" if isinstance(now, int) else "Auto"
+def _depth_text(depth: int, requested: object, now: object = None, speedup: object = None) -> str:
+    if requested == AUTO:  # what Auto is doing now, and what drafting is worth here
+        text = {"drafting": "Auto: drafting", "off": "Auto: Off"}.get(str(now), "Auto")
+        return f"{text}, ×{speedup:.2f} vs plain" if isinstance(speedup, float) and now == "drafting" else text
     shown = str(depth) if depth > 0 else "Off"
     if isinstance(requested, int) and requested != depth:
         return f"{shown} (asked {requested})"
@@ -99,8 +100,9 @@ def reply_summary(snapshot: Mapping[str, Any]) -> str:
         parts.append(f"{_rate(tps)} tok/s")
     depth = int(snapshot.get("mtp_depth") or 0)
     if depth > 0:
-        requested, now = snapshot.get("mtp_depth_requested"), snapshot.get("mtp_depth_now")
-        parts.append(f"MTP depth {_depth_text(depth, requested, now)}")
+        requested, now = snapshot.get("mtp_depth_requested"), snapshot.get("auto_mode")
+        speedup = snapshot.get("estimated_speedup_vs_plain")
+        parts.append(f"MTP depth {_depth_text(depth, requested, now, speedup)}")
         acceptance = snapshot.get("acceptance")
         if acceptance is not None:
             accepted, drafted = _count(snapshot.get("n_accepted")), _count(snapshot.get("n_drafted"))
@@ -544,7 +546,12 @@ class StatsPanel(QWidget):
         note = snapshot.get("mtp_note")
         drafting = depth > 0
         self.depth_value.show_value(
-            _depth_text(depth, snapshot.get("mtp_depth_requested"), snapshot.get("mtp_depth_now"))
+            _depth_text(
+                depth,
+                snapshot.get("mtp_depth_requested"),
+                snapshot.get("auto_mode"),
+                snapshot.get("estimated_speedup_vs_plain"),
+            )
         )
         # With MTP off, zero drafts is not a figure worth reading: show it as not applicable.
         self.drafted_value.show_value(_count(snapshot.get("n_drafted")) if drafting else DASH)

@@ -196,10 +196,16 @@ def test_heads_past_the_depth_are_greyed(panel: StatsPanel, clock: Clock) -> Non
     assert panel.depth_value.text() == "2"
 
 
-def test_auto_depth_shows_the_depth_running_now() -> None:
-    snapshot = {"n_predicted": 10, "mtp_depth": 3, "mtp_depth_requested": "auto", "mtp_depth_now": 2}
-    assert "MTP depth Auto, now 2" in reply_summary(snapshot)
-    assert "MTP depth Auto, now Off" in reply_summary({**snapshot, "mtp_depth_now": 0})
+def test_auto_shows_what_it_does_now_and_what_drafting_is_worth() -> None:
+    snapshot = {
+        "n_predicted": 10,
+        "mtp_depth": 3,
+        "mtp_depth_requested": "auto",
+        "auto_mode": "drafting",
+        "estimated_speedup_vs_plain": 1.4234,
+    }
+    assert "MTP depth Auto: drafting, ×1.42 vs plain" in reply_summary(snapshot)
+    assert reply_summary({**snapshot, "auto_mode": "off"}).endswith("MTP depth Auto: Off")
 
 
 def test_clamped_depth_says_what_was_asked(panel: StatsPanel, clock: Clock) -> None:

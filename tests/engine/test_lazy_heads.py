@@ -18,7 +18,7 @@ from engine import mtp
 from engine.generate import AUTO, GenerationParams
 from engine.mtp import Draft, MtpDrafter
 from engine.runtime import Runtime
-from tests.engine.test_autodepth import ScriptedTuner
+from tests.engine.test_autodraft import Scripted
 from tests.engine.test_lossless import PROMPT
 from tests.fixtures import builders
 
@@ -51,11 +51,14 @@ def recorded_drafts(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[t
     return drafts
 
 
-def conversation(runtime: Runtime, depths: list[int | str], scripted: bool) -> list[list[int]]:
+def conversation(
+    runtime: Runtime, depths: list[int | str], scripted: bool, monkeypatch: pytest.MonkeyPatch
+) -> list[list[int]]:
     """Replies to a growing prompt, one per depth, reusing the KV caches between them."""
     runtime.generator.reset()
-    if scripted:
-        runtime.generator._tuner = ScriptedTuner(3)
+    runtime.generator.forget_auto()
+    if scripted:  # Off without rows, refills of the heads' window, drafting: over and over
+        monkeypatch.setattr(runtime.generator, "auto", lambda _depth: Scripted(3, runtime.generator.head_window))
     prompt = runtime.tokenize(PROMPT)
     replies = []
     for depth in depths:
@@ -68,7 +71,7 @@ def conversation(runtime: Runtime, depths: list[int | str], scripted: bool) -> l
 @pytest.mark.parametrize(
     ("depths", "scripted", "lazy_rows"),
     [([1, 3], False, None), ([2, 1, 3], False, None), ([AUTO, AUTO], True, None), ([1, 3], False, 16)],
-    ids=["depth 1 then 3", "2, 1, then 3", "auto: probes and depth changes", "queue bound reached mid-reply"],
+    ids=["depth 1 then 3", "2, 1, then 3", "auto: Off, refills and drafting", "queue bound reached mid-reply"],
 )
 def test_lazy_heads_draft_what_eager_heads_draft(
     runtime: Runtime,
@@ -81,11 +84,11 @@ def test_lazy_heads_draft_what_eager_heads_draft(
         monkeypatch.setattr(mtp, "LAZY_ROWS", lazy_rows)
     drafts = recorded_drafts(runtime, monkeypatch)
     monkeypatch.setattr(MtpDrafter, "lazy", False)
-    eager_replies = conversation(runtime, depths, scripted)
+    eager_replies = conversation(runtime, depths, scripted, monkeypatch)
     eager = list(drafts)
     drafts.clear()
     monkeypatch.setattr(MtpDrafter, "lazy", True)
-    lazy_replies = conversation(runtime, depths, scripted)
+    lazy_replies = conversation(runtime, depths, scripted, monkeypatch)
     assert lazy_replies == eager_replies
     assert drafts == eager
 
@@ -108,35 +111,6 @@ def test_the_fixture_heads_depend_on_their_kv_cache_and_hidden_rows(runtime: Run
         drafter.pending_h = np.roll(drafter.pending_h, 1)  # the draft row gets another state
     drafter.draft(last, end, 1, 0.0)
     assert np.abs(drafter.ctx.logits(-1) - informed).max() > 1.0
-
-
-def test_looking_back_finds_the_drafts_the_first_head_would_have_made(runtime: Runtime) -> None:
-    """A probe at Off looks back instead of drafting: its logits on the first head's catch-up rows
-    must be the drafts depth 1 makes after each of those positions."""
-    generator, drafter = runtime.generator, runtime.generator.drafter
-    assert drafter is not None
-    prompt = runtime.tokenize(PROMPT)
-    tokens = prompt + runtime.generate(prompt, GenerationParams(max_tokens=40, mtp_depth=1)).token_ids
-    start, end = len(prompt), len(tokens) - 1
-
-    def walk(drafting: bool) -> list[int]:
-        """Decode positions start..end one per step, as Off does; drafting: the first head drafts before each."""
-        generator.reset()
-        generator._prefill(tokens[:start], True, lambda: False, None)
-        drafts = []
-        for pos in range(start, end):
-            if drafting:
-                drafts.extend(drafter.draft(tokens[pos], pos, 1, 0.0).tokens)
-            generator.target.decode([tokens[pos]], pos, outputs="last")
-            drafter.confirm([tokens[pos]], pos, generator.target.hidden_rows(1))
-        return drafts
-
-    drafted = walk(drafting=True)
-    walk(drafting=False)
-    looked_back = drafter.look_back(end - start, 0.0)
-    assert looked_back == drafted and len(drafted) == end - start
-    assert drafted != tokens[start + 1 : end + 1]  # the head disagrees with the trunk somewhere
-    assert drafter.look_back(4, 0.0) == []  # caught up: nothing new to look back at
 
 
 def test_heads_left_behind_catch_up_at_the_next_prompt_not_when_the_reply_ends(runtime: Runtime) -> None:
@@ -183,8 +157,10 @@ def test_heads_pair_each_token_with_the_trunk_state_before_it(
     start = len(prompt)
     generator.reset()
     generator._prefill(tokens[:start], True, lambda: False, None)
-    for pos in range(start, len(tokens)):  # as Off does: the heads are left behind
+    for pos in range(start, len(tokens)):  # as steps at depth 1 leave the other heads: behind
         generator.target.decode([tokens[pos]], pos, outputs="last")
         drafter.confirm([tokens[pos]], pos, generator.target.hidden_rows(1))
     rows = len(tokens) - start
-    assert drafter.look_back(rows, 0.0) == [o.head_maps[0][tokens[p - 1]] for p in range(start, len(tokens))]
+    n = drafter._catch_up_head(0, outputs=rows)  # catch-up rows, with logits: what the head makes of each
+    caught_up = [int(np.argmax(drafter.ctx.logits(i))) for i in range(n - rows, n)]
+    assert caught_up == [o.head_maps[0][tokens[p - 1]] for p in range(start, len(tokens))]

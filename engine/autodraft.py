@@ -1,0 +1,175 @@
+"""Auto: plain decoding or dynamic drafting, whichever runs faster on this model, machine and text.
+
+Dynamic drafting (draftcost.py) already drafts only where a draft pays for itself; what it cannot
+see is the price of keeping MTP running at all. To draft, the trunk must hand every position's
+hidden row to the heads and the heads must keep up: work plain decoding does not do. Where drafts
+rarely pay (large mixture-of-experts models on a CPU often), that keep-up makes a reply slower
+than plain decoding. So Auto times both, side by side on the same text:
+
+- **Off**: plain steps, no hidden rows, no heads: llama.cpp's own pace;
+- **Drafting**: rows on, heads kept up, each step drafting as far as it pays.
+
+It starts with a trial of drafting, then a few plain steps, and keeps the faster (drafting must win
+by MARGIN). At Off it tries drafting again after an interval that doubles while drafting keeps
+losing (RETRY_MIN..RETRY_MAX steps), and a new reply, being new text, gets a trial soon. A trial
+after Off first turns rows on for the heads' sliding window: a head attends only its last n_swa
+positions, so once it has seen that many it drafts exactly as if it had never stopped. While
+drafting, a few plain steps every interval keep the Off pace current as the context grows; they
+keep the rows on (the heads must not fall behind), so they time Off a little slow, which the
+steps at Off itself then correct.
+
+What it learned (paces, the cost curve, the heads' acceptance) is plain data: `state()` and
+`restore()` let the caller keep it across replies and loads of the same model on this machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from engine.draftcost import DraftCosts
+
+Mode = Literal["off", "draft"]
+Phase = Literal["settled", "fill", "trial", "plain"]
+SMOOTHING = 0.2  # weight of a new step in a pace's moving average
+TRIAL_STEPS = 12  # drafting steps in a trial (the first trial also times every batch size once)
+PLAIN_STEPS = 6  # plain steps that time Off
+MARGIN = 0.02  # drafting must beat plain decoding by this share to be kept
+RETRY_MIN = 96  # steps before the other mode is timed again ...
+RETRY_MAX = 1024  # ... doubling each time the look confirms the mode, up to this
+NEW_REPLY_RETRY = 4  # at Off, a new reply's trial starts this many steps in
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    rows: bool  # the trunk keeps hidden rows and the heads see this step's positions
+    draft: bool  # the step drafts (dynamically, up to the depth cap)
+    restart_heads: bool  # the heads missed positions: start them afresh here (their window fills from now)
+
+
+@dataclass
+class AutoDraft:
+    max_depth: int
+    window: int | None  # positions the heads need before drafting exactly (n_swa); None: every position
+    costs: DraftCosts = field(init=False)
+    mode: Mode = "draft"
+    phase: Phase = "trial"
+    plain_pace: float | None = None  # seconds per token at Off
+    draft_pace: float | None = None  # seconds per token while drafting
+    _phase_left: int = TRIAL_STEPS
+    _retry_interval: int = RETRY_MIN
+    _since_trial: int = 0  # steps since drafting was last tried
+    _rows_on: bool = True  # the heads have seen every position so far (prompt evaluation feeds them)
+
+    def __post_init__(self) -> None:
+        self.costs = DraftCosts(self.max_depth)
+
+    # Reading ---------------------------------------------------------------------------
+
+    @property
+    def settled_off(self) -> bool:
+        """Running plainly because drafting was timed slower, not for a while of timing."""
+        return self.mode == "off" and self.phase == "settled"
+
+    def speedup_vs_plain(self) -> float | None:
+        """How much faster than plain decoding drafting runs here (below 1: slower)."""
+        if self.plain_pace is None or not self.draft_pace:
+            return None
+        return self.plain_pace / self.draft_pace
+
+    # Deciding ------------------------------------------------------------------------
+
+    def new_reply(self) -> None:
+        """The prompt has just been evaluated, the heads given (at least) their window of it. New text,
+        which the heads may suit better: at Off, try drafting a few tokens in, unless a trial was lately."""
+        self._rows_on = True
+        if self.settled_off and self._since_trial >= RETRY_MIN:
+            self.phase, self._phase_left = "fill", NEW_REPLY_RETRY
+
+    def plan(self) -> StepPlan:
+        drafting = self.phase == "trial" or (self.phase == "settled" and self.mode == "draft")
+        # Only settled Off lets the heads fall behind, and only heads with a window to refill.
+        rows = not (self.settled_off and self.window is not None)
+        restart = rows and not self._rows_on
+        self._rows_on = rows
+        return StepPlan(rows=rows, draft=drafting, restart_heads=restart)
+
+    def record(self, plan: StepPlan, step_seconds: float, n_tokens: int) -> None:
+        """One step ran as planned, yielding n_tokens in step_seconds (drafting's parts go to `costs`)."""
+        pace = step_seconds / max(n_tokens, 1)
+        self._since_trial = 0 if self.phase == "trial" else self._since_trial + 1
+        if plan.draft:
+            self.draft_pace = _smoothed(self.draft_pace, pace)
+        elif self.phase != "fill":
+            self.plain_pace = _smoothed(self.plain_pace, pace)
+        self._phase_left -= 1
+        slower = bool(self.plain_pace and self.draft_pace and self.draft_pace > self.plain_pace)
+        if self.phase == "settled" and self.mode == "draft" and slower:
+            self._phase_left = 0  # the text no longer suits the heads: time Off now
+        if self._phase_left > 0:
+            return
+        if self.settled_off:
+            self._begin("fill" if self.window is not None else "trial")
+        elif self.phase == "settled" or self.phase == "fill":  # drafting ran its interval / heads caught up
+            self._begin("plain" if self.phase == "settled" else "trial")
+        elif self.phase == "trial" and self.plain_pace is None:
+            self._begin("plain")
+        else:  # a trial or Off's timing ended: which is faster now?
+            self._decide()
+
+    def _begin(self, phase: Phase) -> None:
+        self.phase = phase
+        self._phase_left = {
+            "fill": (self.window or 0) + 1,
+            "trial": TRIAL_STEPS,
+            "plain": PLAIN_STEPS,
+            "settled": self._retry_interval,
+        }[phase]
+
+    def _decide(self) -> None:
+        """Keep the faster; the next look comes later each time it confirms the mode, soon after a change."""
+        plain, drafting = self.plain_pace, self.draft_pace
+        mode: Mode = "draft" if plain and drafting and drafting < plain * (1.0 - MARGIN) else "off"
+        if mode == self.mode:
+            self._retry_interval = min(self._retry_interval * 2, RETRY_MAX)
+        else:
+            self._retry_interval = RETRY_MIN
+        self.mode = mode
+        self._begin("settled")
+
+    # Memory --------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """What was learned, as JSON-ready data."""
+        return {
+            "version": STATE_VERSION,
+            "mode": self.mode,
+            "plain_pace": self.plain_pace,
+            "draft_pace": self.draft_pace,
+            "retry_interval": self._retry_interval,
+            "costs": self.costs.state(),
+        }
+
+    def restore(self, data: dict[str, Any]) -> bool:
+        """Take up what an earlier load learned; False (nothing taken) if it does not fit."""
+        costs = data.get("costs")
+        if data.get("version") != STATE_VERSION or data.get("mode") not in ("off", "draft"):
+            return False
+        if not isinstance(costs, dict) or not self.costs.restore(costs):
+            return False
+        self.mode = data["mode"]
+        self.plain_pace = _number(data.get("plain_pace"))
+        self.draft_pace = _number(data.get("draft_pace"))
+        self._retry_interval = min(max(int(data.get("retry_interval", RETRY_MIN)), RETRY_MIN), RETRY_MAX)
+        self._since_trial = RETRY_MIN  # a new load is new text: its first reply may try drafting
+        self._begin("settled")
+        return True
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def _smoothed(average: float | None, sample: float) -> float:
+    return sample if average is None else average + SMOOTHING * (min(sample, 2.0 * average) - average)

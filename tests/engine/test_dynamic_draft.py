@@ -102,18 +102,19 @@ def timed(costs: DraftCosts, curve: list[float], call: float, per_token: float) 
     return costs
 
 
-def test_first_steps_time_every_batch_size_deepest_first() -> None:
+def test_first_steps_time_one_row_and_two_then_stale_sizes() -> None:
     costs = DraftCosts(3)
     lengths = []
-    for _ in range(4):
-        length = costs.forced_length()
-        assert length is not None
+    while (length := costs.forced_length()) is not None:
         lengths.append(length)
         costs.record_step(length + 1, 0.01, 0.02, 1, 0)
-    assert lengths == [3, 2, 1, 0] and costs.forced_length() is None
-    for _ in range(REMEASURE_STEPS - 3):
-        costs.record_step(2, 0.01, 0.02, 1, 0)  # only one draft a step from here on
-    assert costs.forced_length() == 3  # the deepest size, untimed for REMEASURE_STEPS steps, is timed again
+    assert lengths == [0, 1]  # deeper sizes are extrapolated until a confident draft tries them
+    costs.record_step(4, 0.012, 0.02, 1, 0)  # a depth-3 step, timed once
+    for _ in range(REMEASURE_STEPS - 1):
+        costs.record_step(2, 0.01, 0.02, 1, 0)  # then one-draft steps (and an untimed plain size)
+    assert costs.forced_length() == 0  # the one-row size, left for REMEASURE_STEPS steps, is timed again
+    costs.record_step(1, 0.01, 0.02, 1, 0)
+    assert costs.forced_length() == 3
 
 
 def test_a_dense_curve_drafts_deep_an_moe_curve_does_not() -> None:

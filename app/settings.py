@@ -25,7 +25,7 @@ from engine.generate import AUTO, DRAFT_SAMPLING, DraftSampling, GenerationParam
 from engine.llama import KV_TYPES, SamplerParams
 from engine.runtime import LoadOptions
 
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2  # 2: Auto became the default MTP depth
 SEED_MAX = 2**32 - 2  # 2**32 - 1 is llama.cpp's own "random seed" marker
 RECENT_MODELS_MAX = 10
 
@@ -34,7 +34,7 @@ RECENT_MODELS_MAX = 10
 class Settings:
     version: int = SETTINGS_VERSION
     # Generation: applies to the next reply, no reload.
-    mtp_depth: int | str = 3  # 0 = off, 1-3, or "auto" (measured per step)
+    mtp_depth: int | str = AUTO  # "auto" (plain or dynamic drafting, whichever is faster here), 0 = off, 1-3
     p_min: float = 0.0
     draft_sampling: str = "greedy"  # or "probabilistic" (rejection sampling, temperature > 0)
     temperature: float = 0.7  # 0 = greedy
@@ -174,7 +174,7 @@ def _problem(name: str, value: object) -> str | None:
     label = LABELS[name]
     if name == "mtp_depth" and value == AUTO:
         return None
-    kind = type(getattr(_DEFAULTS, name))
+    kind = int if name == "mtp_depth" else type(getattr(_DEFAULTS, name))  # Auto aside, a depth 0-3
     if not _type_ok(kind, value):
         return f"{label} must be {_KINDS[kind]} (got {_show(value)})"
     if name in RANGES:
@@ -200,8 +200,12 @@ def settings_path() -> Path:
 
 
 def _migrate(data: dict[str, Any], version: int) -> dict[str, Any]:
-    """Bring a file written at an older settings version up to SETTINGS_VERSION (none exist yet)."""
-    return data
+    """Bring a file written at an older settings version up to SETTINGS_VERSION."""
+    if version < 2 and data.get("mtp_depth") == 3:
+        # Depth 3 was version 1's default, saved with every file: users who never chose it get Auto,
+        # which drafts as deep as pays and runs plainly where drafting is slower.
+        data = {**data, "mtp_depth": AUTO}
+    return {**data, "version": SETTINGS_VERSION}
 
 
 def _backup(path: Path) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -122,7 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p_gen.add_argument("--system", help="system prompt (with --chat)")
     p_gen.add_argument("--max-tokens", type=_positive_int, default=256)
-    p_gen.add_argument("--mtp-depth", type=parse_depth, default=None, help="0 = off, 1-3, or auto; default: all heads")
+    p_gen.add_argument(
+        "--mtp-depth",
+        type=parse_depth,
+        default=AUTO,
+        help="auto (default: plain decoding or dynamic drafting, whichever is faster here), 0 = off, "
+        "or 1 to the model's head count",
+    )
     p_gen.add_argument("--p-min", type=_ranged_float(0.0, 1.0), default=0.0)
     p_gen.add_argument("--draft-sampling", choices=DRAFT_SAMPLING, default="greedy", help=DRAFT_SAMPLING_HELP)
     p_gen.add_argument("--draft-length", choices=DRAFT_LENGTHS, default="fixed", help=DRAFT_LENGTH_HELP)
@@ -137,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_bench = sub.add_parser("bench", help="tokens/s and acceptance at several MTP depths")
     model_args(p_bench, required=True)
-    p_bench.add_argument("--depths", type=_depths, default=[0, 1, 2, 3])
+    p_bench.add_argument(
+        "--depths", type=_depths, default=[0, 1, 2, 3, AUTO], help="comma-separated depths (default 0,1,2,3,auto)"
+    )
     p_bench.add_argument("--max-tokens", type=_positive_int, default=128)
     p_bench.add_argument("--prompt", default="Once upon a time")
     p_bench.add_argument("--repeat", type=_positive_int, default=1)
@@ -411,9 +420,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     _print_summary(reply.stats)
         if args.json:
             print(json.dumps(results))
+        else:
+            print(bench_table(results, args.depths))
         return 0
     finally:
         runtime.close()
+
+
+def bench_table(results: Sequence[dict[str, Any]], depths: Sequence[int | str]) -> str:
+    """Depth, tok/s and acceptance (medians over the repeats), and tok/s over plain decoding's."""
+
+    def median_of(depth: int | str, key: str) -> float | None:
+        values = [r[key] for r in results if r["mtp_depth_requested"] == depth and r[key] is not None]
+        return statistics.median(values) if values else None
+
+    plain = median_of(0, "tokens_per_second")
+    rows = [f"{'depth':<6} {'tok/s':>8} {'accepted':>9} {'x plain':>8}"]
+    for depth in depths:
+        rate, acceptance = median_of(depth, "tokens_per_second"), median_of(depth, "acceptance")
+        ratio = f"{rate / plain:.2f}" if rate and plain else "-"
+        accepted = f"{acceptance:.0%}" if acceptance is not None else "-"
+        rows.append(f"{depth!s:<6} {f'{rate:.1f}' if rate else '-':>8} {accepted:>9} {ratio:>8}")
+    return "\n".join(rows)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

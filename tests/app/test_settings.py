@@ -534,3 +534,12 @@ def test_screenshot(dialog: SettingsDialog, qtbot: QtBot, screenshot_dir: Path) 
     assert dialog.width() <= 1280 and dialog.height() <= 700, "it must fit on a small laptop screen"
     screenshot_dir.mkdir(parents=True, exist_ok=True)
     assert dialog.grab().save(str(screenshot_dir / "settings.png"))
+
+
+@pytest.mark.parametrize(("saved", "read"), [(3, AUTO), (2, 2), (0, 0), (AUTO, AUTO)])
+def test_version_1_files_move_from_the_old_default_depth_3_to_auto(tmp_path: Path, saved: object, read: object) -> None:
+    """Depth 3 was the default every version-1 file saved; other choices were the user's and stay."""
+    path = write(tmp_path / "settings.toml", {"version": 1, "mtp_depth": saved, "temperature": 0.3})
+    result = load_settings(path)
+    assert result.message is None and result.settings.mtp_depth == read and result.settings.temperature == 0.3
+    assert Settings().mtp_depth == AUTO

@@ -55,9 +55,8 @@ def test_inspect_json_reports_every_field(
 
 
 def test_generate_json_has_the_documented_fields(live_gguf: Path) -> None:
-    data = run_json(
-        "generate", "--model", str(live_gguf), "--prompt", "alpha bravo charlie", "--max-tokens", "40", "--threads", "1"
-    )
+    args = ["--prompt", "alpha bravo charlie", "--max-tokens", "40", "--threads", "1", "--mtp-depth", "3"]
+    data = run_json("generate", "--model", str(live_gguf), *args)
     expected = {
         "text",
         "token_ids",
@@ -100,12 +99,29 @@ def test_generate_json_has_the_documented_fields(live_gguf: Path) -> None:
 
 def test_demo_chat_separates_reasoning_from_the_answer() -> None:
     data = run_json(
-        "generate", "--model", "demo", "--chat", "--prompt", "Hello!", "--max-tokens", "400", "--threads", "1"
-    )
+        "generate", "--model", "demo", "--chat", "--prompt", "Hello!", "--max-tokens", "400", "--threads", "1",
+        "--mtp-depth", "3",
+    )  # fmt: skip
     assert data["reasoning"].startswith("The user wrote to me.")
     assert data["text"].startswith("Hello! I am Stride's built-in demo model")
     assert "</think>" not in data["text"] and data["stop_reason"] == "eog"
     assert data["acceptance"] is not None and 0 < data["acceptance"] < 1
+
+
+def test_auto_is_the_default_and_says_what_drafting_is_worth(live_gguf: Path) -> None:
+    data = run_json("generate", "--model", str(live_gguf), "--prompt", "alpha bravo", "--max-tokens", "60")
+    assert data["mtp_depth_requested"] == "auto" and data["mtp_depth"] == 3
+    assert data["auto_mode"] in ("drafting", "off") and data["estimated_speedup_vs_plain"] > 0
+    assert data["mtp_note"] in (None, "auto_off")
+
+
+def test_bench_prints_a_table_with_each_depth_against_plain(oracle_gguf: Path) -> None:
+    proc = run_cli("bench", "--model", str(oracle_gguf), "--max-tokens", "16", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    header, *rows = proc.stdout.strip().splitlines()
+    assert header.split() == ["depth", "tok/s", "accepted", "x", "plain"]
+    assert [row.split()[0] for row in rows] == ["0", "1", "2", "3", "auto"]
+    assert rows[0].split()[2:] == ["-", "1.00"] and rows[3].split()[2] == "100%"
 
 
 def test_depth_above_heads_is_clamped_with_a_note(oracle_gguf: Path) -> None:

@@ -207,7 +207,7 @@ def test_cli_inspects_a_set_from_any_part(live_gguf: Path, tmp_path: Path) -> No
 
 def test_cli_generates_from_part_one_with_the_heads_in_the_last_part(live_gguf: Path, tmp_path: Path) -> None:
     parts = split_file(live_gguf, tmp_path, 3, prefix="live")
-    run = ("generate", "--prompt", PROMPT, "--max-tokens", "48", "--threads", "1")
+    run = ("generate", "--prompt", PROMPT, "--max-tokens", "48", "--threads", "1", "--mtp-depth", "3")
     from_set = run_json(*run, "--model", str(parts[0]))
     single = run_json(*run, "--model", str(live_gguf))
     assert from_set["mtp_depth"] == 3 and from_set["mtp_note"] is None

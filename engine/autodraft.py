@@ -9,10 +9,11 @@ than plain decoding. So Auto times both, side by side on the same text:
 - **Off**: plain steps, no hidden rows, no heads: llama.cpp's own pace;
 - **Drafting**: rows on, heads kept up, each step drafting as far as it pays.
 
-It starts with a trial of drafting, then a few plain steps, and keeps the faster (drafting must win
-by MARGIN). At Off it tries drafting again after an interval that doubles while drafting keeps
-losing (RETRY_MIN..RETRY_MAX steps), and a new reply, being new text, gets a trial soon. A trial
-after Off first turns rows on for the heads' sliding window: a head attends only its last n_swa
+It starts with a trial of drafting, then a few plain steps (unless drafting already beat a bound
+below plain decoding's pace: verifying one row), and keeps the faster (drafting must win by
+MARGIN). Each look that confirms the mode puts the next one twice as far off (RETRY_MIN..
+RETRY_MAX steps); at Off a new reply, being new text, gets a trial soon. A trial after Off first
+turns rows on for the heads' sliding window: a head attends only its last n_swa
 positions, so once it has seen that many it drafts exactly as if it had never stopped. While
 drafting, a few plain steps every interval keep the Off pace current as the context grows; they
 keep the rows on (the heads must not fall behind), so they time Off a little slow, which the
@@ -74,9 +75,10 @@ class AutoDraft:
 
     def speedup_vs_plain(self) -> float | None:
         """How much faster than plain decoding drafting runs here (below 1: slower)."""
-        if self.plain_pace is None or not self.draft_pace:
+        plain = self.plain_pace or self.costs.verify_seconds(1)  # before Off is timed: a bound below it
+        if plain is None or not self.draft_pace:
             return None
-        return self.plain_pace / self.draft_pace
+        return plain / self.draft_pace
 
     # Deciding ------------------------------------------------------------------------
 
@@ -113,7 +115,7 @@ class AutoDraft:
             self._begin("fill" if self.window is not None else "trial")
         elif self.phase == "settled" or self.phase == "fill":  # drafting ran its interval / heads caught up
             self._begin("plain" if self.phase == "settled" else "trial")
-        elif self.phase == "trial" and self.plain_pace is None:
+        elif self.phase == "trial" and self.plain_pace is None and not self._clearly_faster():
             self._begin("plain")
         else:  # a trial or Off's timing ended: which is faster now?
             self._decide()
@@ -127,9 +129,15 @@ class AutoDraft:
             "settled": self._retry_interval,
         }[phase]
 
+    def _clearly_faster(self) -> bool:
+        """Drafting beats even a bound below plain decoding's pace (a step cannot be quicker than verifying
+        its one row): no need to spend steps timing Off before drafting; they come at the first look."""
+        one_row = self.costs.verify_seconds(1)
+        return bool(one_row and self.draft_pace and self.draft_pace < one_row * (1.0 - MARGIN))
+
     def _decide(self) -> None:
         """Keep the faster; the next look comes later each time it confirms the mode, soon after a change."""
-        plain, drafting = self.plain_pace, self.draft_pace
+        plain, drafting = self.plain_pace or self.costs.verify_seconds(1), self.draft_pace
         mode: Mode = "draft" if plain and drafting and drafting < plain * (1.0 - MARGIN) else "off"
         if mode == self.mode:
             self._retry_interval = min(self._retry_interval * 2, RETRY_MAX)

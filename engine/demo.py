@@ -19,7 +19,7 @@ import platformdirs
 from engine import synth
 
 DEMO_NAME = "demo"
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 REASONING = (
     "The user wrote to me. I am the tiny demo model, so I will explain what Stride does and how to load a real model."
 )
@@ -92,8 +92,14 @@ def build_demo_model(path: Path) -> Path:
     succ = [ids[0]] * len(vocab)
     for a, b in itertools.pairwise(ids):
         succ[a] = b
-    n_embd = 512
-    shape = synth.StepShape(n_vocab=len(vocab), n_embd=n_embd, n_layer=2, n_head=4, n_head_kv=2, n_ff=256, n_swa=64)
+    # Shaped so MTP shows what it does on a real model: the trunk (12 blocks, about 140 MB of f16
+    # weights) is read once per verification however many drafts it checks, while a head is one
+    # block, so verifying drafts costs far more than drafting them. A 2-block demo drafted as
+    # slowly as it verified, and MTP made it slower.
+    n_embd = 1024
+    shape = synth.StepShape(
+        n_vocab=len(vocab), n_embd=n_embd, n_layer=12, n_head=8, n_head_kv=2, n_ff=1024, n_swa=64
+    )
     embd = synth.one_hot_embeddings(len(vocab), n_embd)
     heads = []
     for k in range(shape.n_mtp):
@@ -109,4 +115,6 @@ def build_demo_model(path: Path) -> Path:
         heads=heads,
     )
     # write_step35 writes to a temporary name and renames: a half-written demo is never picked up.
-    return synth.write_step35(path, shape, vocab, weights, name="Stride demo (Step3.5-shaped, 3 MTP heads)")
+    return synth.write_step35(
+        path, shape, vocab, weights, name="Stride demo (Step3.5-shaped, 3 MTP heads)", dtype=np.float16
+    )

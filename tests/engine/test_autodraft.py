@@ -248,3 +248,11 @@ def test_what_auto_learned_is_kept_across_loads_of_the_same_files_on_this_machin
     copy = tmp_path / "copy.gguf"  # other files (another size or time): nothing remembered
     copy.write_bytes(live_gguf.read_bytes())
     assert load(copy).generator.auto(3).plain_pace is None
+
+
+def test_drafting_that_beats_one_row_of_verification_skips_timing_off_at_first() -> None:
+    """A plain step cannot be quicker than verifying its one row: drafting faster than that wins outright."""
+    auto = AutoDraft(3, WINDOW)
+    auto.costs.record_step(1, 1.0, 1.05, 1, 0)  # one row verified in 1.0
+    _, plans = simulate(auto, 40, paces(off=1.0, rows=1.03, drafting=0.5))
+    assert all(p.draft for p in plans) and auto.mode == "draft"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +35,14 @@ SHIFT_AT = 384  # reply tokens before the "shift" fixture's head agreement chang
 class Spec:
     disagree: float  # fraction of tokens on which each head disagrees with the trunk
     shift: float | None = None  # from reply token SHIFT_AT on, this fraction instead
-    quant: str | None = None  # quantized from the f16 fixture of the same disagreement by llama-quantize
+    quant: str | None = None  # quantized from the f16 fixture of the same spec by llama-quantize
     logit_gap: float = LOGIT_GAP  # how far the best token's logit stands above the rest
+    # Step Flash's shape scaled down: a dense block, then MoE blocks of MOE_EXPERTS experts (top-8) and
+    # a shared expert; routing differs per token, so verifying k tokens reads up to 8k experts.
+    moe: bool = False
+    # Calibrated heads, as real ones are: where they disagree they split between the trunk's token and
+    # another (top probability about 0.45, right half the time) instead of being confidently wrong.
+    calibrated: bool = False
 
 
 CATALOGUE = {
@@ -50,23 +56,51 @@ CATALOGUE = {
     # Spread distributions at temperature 0.8 (top token about half the top-40 mass): for
     # comparing greedy and probabilistic drafting.
     "soft": Spec(0.1, logit_gap=3.0),
+    # Mixture of experts, calibrated heads (issue: dynamic drafting and Auto on MoE).
+    "moe-q4km": Spec(0.1, quant="Q4_K_M", moe=True, calibrated=True),
+    "moe-q8": Spec(0.1, quant="Q8_0", moe=True, calibrated=True),
+    "moe-low-q4km": Spec(0.5, quant="Q4_K_M", moe=True, calibrated=True),
+    "moe-off-q4km": Spec(0.8, quant="Q4_K_M", moe=True, calibrated=True),
+    "cal": Spec(0.1, calibrated=True),
 }
+MOE_EXPERTS = 128
+MOE_LAYERS = 10  # after one dense block
+# Proportions as in Step Flash, where the 8 routed experts are about half of a token's weights (the rest
+# attention and the shared expert), so verifying 2 tokens reads about 1.5x one token's weights; and a
+# head (one dense block and the output projection) costs about a tenth of a token's trunk.
+MOE_FF = 256  # each routed expert's width (widths are multiples of 256: K-quants apply)
+MOE_SHARED_FF = 512
+MOE_HEAD_DIM = 128  # 16 query heads of 128: attention twice the width, as Step's 64-96 heads of 128 are
+MOE_DENSE_FF = 1024
+MOE_VOCAB = 8192
 
 
 def fixture_path(name: str, quantize_tool: str | None = None) -> Path:
     """The named fixture, built on first use (quantized ones need llama-quantize's path)."""
-    spec = CATALOGUE[name]
+    return _built(CATALOGUE[name], name, quantize_tool)
+
+
+def _built(spec: Spec, name: str, quantize_tool: str | None) -> Path:
     if spec.quant:
         path = CACHE / f"bench-{name}.gguf"
         if not path.exists():
             if quantize_tool is None:
                 raise SystemExit(f"fixture {name} needs llama-quantize: run benchmarks/build_native.sh")
-            source = fixture_path(next(n for n, s in CATALOGUE.items() if s == Spec(spec.disagree)))
+            source_spec = replace(spec, quant=None)
+            source_name = next((n for n, s in CATALOGUE.items() if s == source_spec), f"{name}-source")
+            source = _built(source_spec, source_name, None)
             subprocess.run([quantize_tool, str(source), str(path), spec.quant], check=True, capture_output=True)
         return path
     path = CACHE / f"bench-{name}-f16.gguf"
     if not path.exists():
-        build(path, disagree=spec.disagree, shift=spec.shift, logit_gap=spec.logit_gap)
+        build(
+            path,
+            disagree=spec.disagree,
+            shift=spec.shift,
+            logit_gap=spec.logit_gap,
+            moe=spec.moe,
+            calibrated=spec.calibrated,
+        )
     return path
 
 
@@ -86,6 +120,8 @@ def build(
     seed: int = 5,
     shift: float | None = None,
     logit_gap: float = LOGIT_GAP,
+    moe: bool = False,
+    calibrated: bool = False,
 ) -> Path:
     """Write the fixture; heads 1-3 each disagree with the trunk on `disagree` of all tokens.
 
@@ -93,16 +129,27 @@ def build(
     other token gets `shift` instead, so agreement changes at a known point of that reply.
     """
     rng = np.random.default_rng(seed)
+    if moe:
+        n_layer, n_vocab = 1 + MOE_LAYERS, MOE_VOCAB
     vocab = bench_vocab(n_vocab)
+    moe_shape = {
+        "n_expert": MOE_EXPERTS,
+        "n_expert_used": 8,
+        "n_ff_exp": MOE_FF,
+        "n_ff_shexp": MOE_SHARED_FF,
+        "n_dense_lead": 1,
+        "head_dim": MOE_HEAD_DIM,
+    }
     shape = synth.StepShape(
         n_vocab=len(vocab),
         n_embd=n_embd,
         n_layer=n_layer,
         n_head=16,
         n_head_kv=4,
-        n_ff=4 * n_embd,
+        n_ff=MOE_DENSE_FF if moe else 4 * n_embd,
         n_swa=512,
         context_length=8192,
+        **(moe_shape if moe else {}),  # type: ignore[arg-type]
     )
     embd = rng.standard_normal((len(vocab), n_embd)).astype(np.float32)
     # Successor of every token along one random cycle through the whole vocabulary.
@@ -123,18 +170,31 @@ def build(
             later = set(rng.choice(len(vocab), size=round(shift * len(vocab)), replace=False).tolist())
             wrong = (wrong & first_part) | (later - first_part)
         table = [succ[succ[t]] if t in wrong else succ[t] for t in range(len(vocab))]
-        heads.append(synth.lookup_head(shape, embd, table, logit_gap))
+        head = synth.lookup_head(shape, embd, table, logit_gap)
+        if calibrated:  # split where wrong: the trunk's token on half of those, just ahead of the other
+            unsure = np.zeros(len(vocab), dtype=bool)
+            unsure[list(wrong)] = True
+            first = [succ[t] if t in wrong and t % 2 else table[t] for t in range(len(vocab))]
+            second = [succ[succ[t]] if first[t] == succ[t] else succ[t] for t in range(len(vocab))]
+            head.shared_head_head = synth.calibrated_readout(embd, first, second, unsure, logit_gap, 0.2)
+        heads.append(head)
+    blocks = [synth.zero_block(shape, layer=i) for i in range(n_layer)]
+    for block in blocks:  # zero experts (the text follows the table) but routing that differs per token
+        if block.moe is not None:
+            block.moe.gate_inp = (rng.standard_normal(block.moe.gate_inp.shape) / np.sqrt(n_embd)).astype(np.float32)
     weights = synth.StepWeights(
         token_embd=embd,
         output_norm=np.ones(n_embd, dtype=np.float32),
         output=synth.readout(embd, succ, logit_gap),
-        blocks=[synth.zero_block(shape) for _ in range(n_layer)],
+        blocks=blocks,
         heads=heads,
     )
     np_dtype = np.float16 if dtype == "f16" else np.float32
     then = f"-then{shift:g}" if shift is not None else ""
     gap = f"-gap{logit_gap:g}" if logit_gap != LOGIT_GAP else ""
-    name = f"bench-{n_layer}L-{n_embd}-disagree{disagree:g}{then}{gap}-{dtype}"
+    kind = f"-moe{MOE_EXPERTS}x8" if moe else ""
+    cal = "-calibrated" if calibrated else ""
+    name = f"bench-{n_layer}L-{n_embd}{kind}-disagree{disagree:g}{cal}{then}{gap}-{dtype}"
     return synth.write_step35(path, shape, vocab, weights, name=name, dtype=np_dtype, chat_template=None)
 
 

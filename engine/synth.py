@@ -275,8 +275,9 @@ def lookup_head(shape: StepShape, embd: F32, head_map: Sequence[int], logit_gap:
     )
 
 
-def readout(embd: F32, next_of: Sequence[int], logit_gap: float) -> F32:
-    """Output rows such that RMSNorm(embed(x)) scores next_of[x] highest by about logit_gap.
+def readout(embd: F32, next_of: Sequence[int], logit_gap: float | npt.NDArray[np.float64]) -> F32:
+    """Output rows such that RMSNorm(embed(x)) scores next_of[x] highest by about logit_gap
+    (one gap for all tokens, or one per token x).
 
     Row j is the sum of the (unit-RMS) embeddings of every token whose successor is j:
     with orthogonal embeddings token x scores exactly logit_gap on next_of[x] and 0
@@ -284,9 +285,20 @@ def readout(embd: F32, next_of: Sequence[int], logit_gap: float) -> F32:
     """
     n_vocab, n_embd = embd.shape
     normed = embd / np.sqrt(np.mean(embd.astype(np.float64) ** 2, axis=1, keepdims=True))
+    gaps = np.broadcast_to(np.asarray(logit_gap, dtype=np.float64), (n_vocab,))
     out = np.zeros((n_vocab, n_embd), dtype=np.float64)
-    np.add.at(out, np.asarray(next_of), normed)
-    return np.asarray(out * (logit_gap / n_embd), dtype=np.float32)
+    np.add.at(out, np.asarray(next_of), normed * (gaps / n_embd)[:, None])
+    return np.asarray(out, dtype=np.float32)
+
+
+def calibrated_readout(
+    embd: F32, first: Sequence[int], second: Sequence[int], unsure: npt.NDArray[np.bool_], gap: float, split: float
+) -> F32:
+    """Output rows of a calibrated head: sure of first[x] (by `gap`) where unsure[x] is False; elsewhere
+    first[x] only `split` above second[x], both about gap / 2 above the rest (a top probability near 0.45)."""
+    top = np.where(unsure, gap / 2 + split, gap)
+    runner = np.where(unsure, gap / 2, 0.0)
+    return readout(embd, first, top) + readout(embd, second, runner)
 
 
 def one_hot_embeddings(n_vocab: int, n_embd: int) -> F32:

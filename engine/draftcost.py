@@ -23,11 +23,16 @@ context grows. Output is unaffected: verification is exact whatever the length.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-SMOOTHING = 0.2  # weight of a new time in its moving average
-OUTLIER_FACTOR = 2.0  # one call slowed by something else on the machine counts as at most 2x its average
+SMOOTHING = 0.2  # weight of a new time in the pace's moving average
+OUTLIER_FACTOR = 2.0  # one step slowed by something else on the machine counts as at most 2x the average
+# A call's cost is a low quantile of its latest timings: something else on the machine (or pages read in
+# at first) only ever adds time, and one such spike taken as a batch size's cost would keep drafts out
+# of it until it is timed again.
+RECENT_TIMINGS = 7
 # Before a batch size is timed: each row beyond the first costs this share of a one-row batch (a
 # dense model's curve is near 0.1-0.3; MoE far more), so untimed lengths look worth trying.
 PRIOR_ROW_COST = 0.2
@@ -45,7 +50,9 @@ class DraftCosts:
     max_depth: int
     _verify: list[float | None] = field(init=False)  # index n: seconds to verify n rows (n = 1..max_depth+1)
     _verify_step: list[int] = field(init=False)  # the step it was last timed
+    _verify_recent: list[deque[float]] = field(init=False)
     _draft: list[float | None] = field(init=False)  # per head: seconds of its draft call
+    _draft_recent: list[deque[float]] = field(init=False)
     _draft_step: list[int] = field(init=False)
     _trials: list[float] = field(init=False)  # per head: decayed outcomes given the chain before it survived
     _accepted: list[float] = field(init=False)
@@ -55,7 +62,9 @@ class DraftCosts:
     def __post_init__(self) -> None:
         self._verify = [None] * (self.max_depth + 2)
         self._verify_step = [-REMEASURE_STEPS] * (self.max_depth + 2)
+        self._verify_recent = [deque(maxlen=RECENT_TIMINGS) for _ in range(self.max_depth + 2)]
         self._draft = [None] * self.max_depth
+        self._draft_recent = [deque(maxlen=RECENT_TIMINGS) for _ in range(self.max_depth)]
         self._draft_step = [-REMEASURE_STEPS] * self.max_depth
         self._trials = [2.0] * self.max_depth
         self._accepted = [2.0 * PRIOR_ACCEPTANCE] * self.max_depth
@@ -125,14 +134,14 @@ class DraftCosts:
     # Measurements --------------------------------------------------------------------
 
     def record_draft_call(self, head: int, seconds: float) -> None:
-        self._draft[head] = _smoothed(self._draft[head], seconds)
+        self._draft[head] = _low_with(self._draft_recent[head], seconds)
         self._draft_step[head] = self._step
 
     def record_step(self, rows: int, verify_seconds: float, step_seconds: float, n_emitted: int, accepted: int) -> None:
         """One step: `rows` rows verified in verify_seconds, the whole step in step_seconds; drafts
         rows - 1 offered, `accepted` of them kept, n_emitted tokens out."""
         self._step += 1
-        self._verify[rows] = _smoothed(self._verify[rows], verify_seconds)
+        self._verify[rows] = _low_with(self._verify_recent[rows], verify_seconds)
         self._verify_step[rows] = self._step
         if n_emitted:
             per_token = step_seconds / n_emitted
@@ -165,6 +174,9 @@ class DraftCosts:
         assert isinstance(verify, list) and isinstance(draft, list) and isinstance(acceptance, list)
         self._verify = [None, *verify]
         self._draft = list(draft)
+        for recent, value in [*zip(self._verify_recent, self._verify), *zip(self._draft_recent, self._draft)]:
+            if value is not None:  # one timing's worth: the first new one moves it halfway
+                recent.append(value)
         self._accepted = [a * t for a, t in zip(acceptance, self._trials)]
         per_token = data.get("seconds_per_token")
         self._seconds_per_token = per_token if isinstance(per_token, float) else None
@@ -180,6 +192,12 @@ def _numbers(values: object, n: int, required_max: float | None = None) -> bool:
     if required_max is not None:
         return all(isinstance(v, int | float) and 0 <= v <= required_max for v in values)
     return all(v is None or (isinstance(v, int | float) and 0 <= v < 1e6) for v in values)
+
+
+def _low_with(recent: deque[float], sample: float) -> float:
+    """The lower quartile of the latest timings with `sample` (the least of one or two)."""
+    recent.append(sample)
+    return sorted(recent)[len(recent) // 4]
 
 
 def _smoothed(average: float | None, sample: float) -> float:

@@ -139,3 +139,14 @@ def test_speedup_over_plain_is_plain_step_over_the_pace() -> None:
     costs.record_step(4, 0.014, 0.020, 4, 3)
     pace = 0.012 + 0.2 * (0.005 - 0.012)
     assert costs.speedup_vs_plain() == pytest.approx(0.010 / pace)
+
+
+def test_a_slow_spike_does_not_set_a_batch_sizes_cost() -> None:
+    """Other work on the machine (or weights paged in at first) only ever adds time."""
+    costs = DraftCosts(3)
+    for seconds in (0.50, 0.011, 0.010, 0.012):  # the first timing caught pages being read in
+        costs.record_step(2, seconds, 0.02, 1, 0)
+    assert costs.verify_seconds(2) == pytest.approx(0.011)
+    costs.record_draft_call(0, 0.3)
+    costs.record_draft_call(0, 0.002)
+    assert costs.wants_head(0, 1.0, 1) == (0.9 * costs.token_value() > 0.002 + costs.marginal_verify(1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ _FILE_TYPES: dict[int, str] = {
 _FILE_TYPES[41] = "Q2_0"  # LLAMA_FTYPE_MOSTLY_Q2_0
 _FTYPE_GUESSED = int(gguf.LlamaFileType.GUESSED)
 _MIX_SHARE = 0.01  # tensor types holding less of the weights than this are left out of the mixture
+# A quantization's name as model hubs put it in file names ("...-Q4_K_M-00001-of-00003.gguf").
+_NAMED_QUANT = re.compile(
+    r"(?<![A-Za-z0-9])(I?Q\d_(?:K_[SML]|K|[0-9]|XXS|XS|S|M|NL)|BF16|F16|F32|MXFP4)(?![A-Za-z0-9])", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,9 @@ def quantization(f: GgufFile) -> tuple[str, tuple[tuple[str, int], ...]]:
 
     Quantizations mix types per tensor (Q4_K_M keeps some matrices in Q6_K), so
     "Q4_K_M (Q4_K / Q6_K)" says what the bytes are; one type alone is just its name. Vectors
-    (norms, biases) stay F32 in every quantization and are left out.
+    (norms, biases) stay F32 in every quantization and are left out. The name is the one in the file
+    name when it has one: publishers often quantize with a high default type and override most
+    tensors (the Step 3.5 Flash Q4_K_M set declares Q8_0, which holds 8 % of its bytes).
     """
     by_type: Counter[str] = Counter()
     for t in f.tensors:
@@ -108,13 +115,15 @@ def quantization(f: GgufFile) -> tuple[str, tuple[tuple[str, int], ...]]:
             by_type[t.type_name] += t.n_bytes
     ranked = tuple(by_type.most_common())
     ftype = f.uint("general.file_type")
-    if ftype is not None and (ftype & ~_FTYPE_GUESSED) in _FILE_TYPES:
+    if (named := _NAMED_QUANT.search(f.path.name)) is not None:
+        name = named.group(1).upper()
+    elif ftype is not None and (ftype & ~_FTYPE_GUESSED) in _FILE_TYPES:
         name = _FILE_TYPES[ftype & ~_FTYPE_GUESSED]
     else:
         name = ranked[0][0] if ranked else "unknown"
     total = sum(by_type.values()) or 1
     mix = [t for t, n in ranked if n >= _MIX_SHARE * total]
-    if mix == [name] or len(mix) <= 1:
+    if mix == [name] or not mix:
         return name, ranked
     return f"{name} ({' / '.join(mix)})", ranked
 

@@ -67,7 +67,7 @@ def test_part_one_of_the_set_wont_fit(qtbot: QtBot, dialog: ModelPickerDialog, f
     assert field(dialog, "File size").startswith(format_bytes(info.file_bytes))  # 116.2 GiB
     assert format_bytes(info.file_bytes) == "116.2 GiB"
     # The file type llama-quantize wrote (its type argument, the Q8_0 default the publisher kept), then the bytes.
-    assert field(dialog, "Quantization") == "Q8_0 (Q4_K / Q5_K / Q8_0)"
+    assert field(dialog, "Quantization") == "Q4_K_M (Q4_K / Q5_K / Q8_0)"
     assert field(dialog, "Parameters") == "199.4 B"
     assert field(dialog, "Trained context") == "262,144 tokens"
     assert field(dialog, "MTP heads").startswith("3 heads, in this")

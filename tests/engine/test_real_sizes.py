@@ -150,10 +150,10 @@ def test_llama_quantizes_own_q4_k_m_rules_make_a_smaller_set(by_the_rules: list[
 
 
 def test_quantization_names_the_mixture(flash: list[Path]) -> None:
-    """The label names the file type the header declares, which llama-quantize takes from its type argument:
-    Q8_0, the default the publisher kept, although the file names say Q4_K_M and Q8_0 holds 8 % of the bytes."""
+    """The label names the quantization the file names give, as users know it: the header declares Q8_0
+    (llama-quantize's type argument, the default the publisher kept), which holds 8 % of the bytes."""
     info = inspect_model(flash[0])
-    assert info.quantization == "Q8_0 (Q4_K / Q5_K / Q8_0)"
+    assert info.quantization == "Q4_K_M (Q4_K / Q5_K / Q8_0)"
     assert [t for t, _ in info.quantization_types] == ["Q4_K", "Q5_K", "Q8_0", "F32"]
     types = sf.published_types()
     by_type = Counter[str]()

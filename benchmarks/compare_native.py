@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import fixtures
+from engine.llama import cpu_has_amx
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = fixtures.PROMPT
@@ -55,7 +56,7 @@ def native_tools() -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.strip().splitlines())
 
 
-def run_stride(model: Path, depth: int, tokens: int, threads: int) -> Run:
+def run_stride(model: Path, depth: int, tokens: int, threads: int, draft_length: str = "fixed") -> Run:
     proc = subprocess.run(
         [
             sys.executable,
@@ -74,6 +75,8 @@ def run_stride(model: Path, depth: int, tokens: int, threads: int) -> Run:
             str(threads),
             "--ctx",
             "2048",
+            "--draft-length",
+            draft_length,
             "--json",
         ],
         capture_output=True,
@@ -90,7 +93,13 @@ def llama_args(model: Path, tokens: int, threads: int) -> list[str]:
     return [
         *("-m", str(model), "-p", PROMPT, "-n", str(tokens), "-t", str(threads)),
         *("-c", "2048", "--temp", "0", "--seed", "1"),
+        *(NO_REPACK if cpu_has_amx() else ()),
     ]
+
+
+# Stride loads without ggml's extra buffer types where the CPU reports AMX (engine/llama.py: its AMX
+# kernels crashed batched quantized decodes here); the native side must run the same way.
+NO_REPACK = ("--no-repack",)
 
 
 def run_native_mtp(tool: str, model: Path, depth: int, tokens: int, threads: int) -> Run:
@@ -127,7 +136,8 @@ def run_native_loop(tool: str, model: Path, tokens: int, threads: int) -> Run:
 
 def run_native_bench(tool: str, model: Path, tokens: int, threads: int) -> Run:
     proc = subprocess.run(
-        [tool, "-m", str(model), "-p", "0", "-n", str(tokens), "-t", str(threads), "-r", "1", "-o", "json"],
+        [tool, "-m", str(model), "-p", "0", "-n", str(tokens), "-t", str(threads), "-r", "1", "-o", "json"]
+        + (["--repack", "0"] if cpu_has_amx() else []),
         capture_output=True,
         text=True,
         check=True,
@@ -157,6 +167,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--depths", default="0,1,2,3")
     parser.add_argument("--fixtures", default="main")
+    parser.add_argument("--draft-length", choices=["fixed", "dynamic"], default="fixed", help="Stride's, at depths 1-3")
     parser.add_argument("--out", type=Path, default=fixtures.CACHE / "compare_native.json")
     args = parser.parse_args()
     tools = native_tools()
@@ -168,7 +179,7 @@ def main() -> None:
         for repeat in range(args.repeat):
             for depth in depths:
                 if repeat % 2 == 0:
-                    cells[depth].stride.append(run_stride(model, depth, args.tokens, args.threads))
+                    cells[depth].stride.append(run_stride(model, depth, args.tokens, args.threads, args.draft_length))
                 if depth == 0:
                     cells[0].native.append(run_native_loop(tools["LLAMA_COMPLETION"], model, args.tokens, args.threads))
                     cells[0].bench.append(run_native_bench(tools["LLAMA_BENCH"], model, args.tokens, args.threads))
@@ -177,7 +188,7 @@ def main() -> None:
                         run_native_mtp(tools["LLAMA_SPECULATIVE_SIMPLE"], model, depth, args.tokens, args.threads)
                     )
                 if repeat % 2 == 1:
-                    cells[depth].stride.append(run_stride(model, depth, args.tokens, args.threads))
+                    cells[depth].stride.append(run_stride(model, depth, args.tokens, args.threads, args.draft_length))
     print(f"tokens={args.tokens} repeat={args.repeat} threads={args.threads} prompt={PROMPT!r}")
     print(
         "| fixture | depth | Stride tok/s | native tok/s | ratio | Stride acceptance | native acceptance "

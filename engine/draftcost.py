@@ -40,7 +40,8 @@ PRIOR_ROW_COST = 0.2
 # head gets tried and measured; its own confidence then decides which of its drafts go in.
 PRIOR_ACCEPTANCE = 0.9
 ACCEPTANCE_MEMORY = 0.95  # per outcome: about the last 20 count
-REMEASURE_STEPS = 64  # a batch size or head call not timed for this many steps is timed again
+REMEASURE_STEPS = 64  # a batch size not timed for this many steps is timed again ...
+REMEASURE_SOON = 8  # ... or for this many, while fewer than three timings of it are known
 
 
 @dataclass
@@ -114,8 +115,13 @@ class DraftCosts:
         unused for REMEASURE_STEPS steps is timed again, in case its one timing was unlucky.
         """
         for rows in range(1, self.max_depth + 2):
-            never = self._verify[rows] is None
-            if (never and rows <= 2) or (not never and self._step - self._verify_step[rows] >= REMEASURE_STEPS):
+            if self._verify[rows] is None:
+                if rows <= 2:
+                    return rows - 1
+                continue
+            # A size timed only once or twice may rest on a slow moment: time it again soon.
+            stale = REMEASURE_STEPS if len(self._verify_recent[rows]) >= 3 else REMEASURE_SOON
+            if self._step - self._verify_step[rows] >= stale:
                 return rows - 1
         return None
 

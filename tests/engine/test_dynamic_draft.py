@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.draftcost import REMEASURE_STEPS, DraftCosts
+from engine.draftcost import REMEASURE_SOON, REMEASURE_STEPS, DraftCosts
 from engine.generate import GenerationParams, Generator
 from engine.llama import LlamaError
 from engine.runtime import Runtime
@@ -110,11 +110,15 @@ def test_first_steps_time_one_row_and_two_then_stale_sizes() -> None:
         costs.record_step(length + 1, 0.01, 0.02, 1, 0)
     assert lengths == [0, 1]  # deeper sizes are extrapolated until a confident draft tries them
     costs.record_step(4, 0.012, 0.02, 1, 0)  # a depth-3 step, timed once
+    for _ in range(REMEASURE_SOON - 1):
+        costs.record_step(2, 0.01, 0.02, 1, 0)  # then one-draft steps
+    assert costs.forced_length() == 0  # sizes timed once or twice are timed again soon: one row first
+    for rows in (1, 4, 1, 4):
+        costs.record_step(rows, 0.01, 0.02, 1, 0)
     for _ in range(REMEASURE_STEPS - 1):
-        costs.record_step(2, 0.01, 0.02, 1, 0)  # then one-draft steps (and an untimed plain size)
-    assert costs.forced_length() == 0  # the one-row size, left for REMEASURE_STEPS steps, is timed again
-    costs.record_step(1, 0.01, 0.02, 1, 0)
-    assert costs.forced_length() == 3
+        assert costs.forced_length() is None  # three timings each: they hold for REMEASURE_STEPS steps
+        costs.record_step(2, 0.01, 0.02, 1, 0)
+    assert costs.forced_length() == 0
 
 
 def test_a_dense_curve_drafts_deep_an_moe_curve_does_not() -> None:

@@ -20,6 +20,7 @@ from PySide6.QtCore import QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
+from app.model_files import ModelChoice, engine_paths, recent_with, remembered
 from app.settings import LoadResult, Settings, SettingsError, save_settings, validate
 from app.store import ConversationStore, Message, StoreError
 from app.theme import apply_theme
@@ -87,6 +88,7 @@ class ChatController(QObject):
         self.engine = EngineClient(self)
         self.loaded: LoadedModel | None = None
         self.load_request = 0
+        self._loading: tuple[ModelChoice, ModelChoice] = ("", "")  # asked again when it does not fit
         self.active: ActiveReply | None = None
         self.conversation_id: int | None = None
         self.search_text = ""
@@ -155,8 +157,9 @@ class ChatController(QObject):
         w.transcript.set_tint_drafts(self.settings.tint_drafts)
         self._notice_actions: tuple[Any, Any] = (None, None)
 
-    def start(self) -> None:
-        """First screen: the newest conversation, and the last model (or an offer of the demo)."""
+    def start(self, model: ModelChoice | None = None, mtp: ModelChoice = "") -> None:
+        """First screen: the newest conversation, and `model` (the command line's file or files, any
+        part of a set) or else the last model (or an offer of the demo)."""
         interrupted = self.store.mark_interrupted()
         if interrupted:
             log.info("%d replies were interrupted by a crash and kept as stopped", interrupted)
@@ -166,7 +169,9 @@ class ChatController(QObject):
         else:
             self.new_conversation()
         self.window.composer.set_ready(False)
-        if self.settings.model_path:
+        if model:
+            self.load_model(model, mtp)
+        elif self.settings.model_path:
             self.load_model(self.settings.model_path, self.settings.mtp_model_path)
         else:
             self._notice(
@@ -212,32 +217,43 @@ class ChatController(QObject):
         dialog.accepted.connect(lambda: self.load_model(*dialog.selected(), check_memory=False))
         dialog.open()
 
-    def load_model(self, model_path: str, mtp_path: str, *, check_memory: bool = True) -> None:
+    def load_model(self, model_path: ModelChoice, mtp_path: ModelChoice, *, check_memory: bool = True) -> None:
         """Load on the engine thread; with check_memory, a model too big for free memory is not
-        loaded until the user says so (startup, settings reload and notices come this way)."""
+        loaded until the user says so (startup, settings reload and notices come this way).
+
+        Each path may be any part of a multi-part set (the whole set loads), or a tuple of parts
+        picked together; settings and the recent list keep the set's part 1, one entry per set."""
         if self.active is not None:
             self.stop()
         try:
-            path = ensure_demo_model() if model_path == DEMO_NAME else Path(model_path)
+            path = ensure_demo_model() if model_path == DEMO_NAME else engine_paths(model_path)
         except OSError as exc:
             show_error(self.window, "Cannot create the demo model", f"{exc}. Check that the data folder is writable.")
             return
+        self._loading = (model_path, mtp_path)
+        self._remember(remembered(model_path), remembered(mtp_path))
+        self.loaded = None
+        self.window.composer.set_ready(False)
+        self.window.notice.hide()
+        name = "demo" if model_path == DEMO_NAME else Path(self.settings.model_path).name
+        self.window.model_label.setText(f"Loading {name}…")
+        self.window.set_loading(True, 0.0, "Reading the model")
+        mtp = engine_paths(mtp_path) if mtp_path else None
+        # LoadRequest is annotated with one Path, but the worker hands both straight to Runtime.load,
+        # which takes a file or a list of parts (engine.gguf.ModelPaths).
+        request = LoadRequest(
+            cast(Path, path), cast(Path | None, mtp), self.settings.load_options(), check_memory=check_memory
+        )
+        self.load_request = self.engine.load(request)
+
+    def _remember(self, model_path: str, mtp_path: str) -> None:
         self.settings = replace(
             self.settings,
             model_path=model_path,
             mtp_model_path=mtp_path,
-            recent_models=_recent(self.settings.recent_models, model_path),
+            recent_models=recent_with(self.settings.recent_models, model_path),
         )
         self._save_settings()
-        self.loaded = None
-        self.window.composer.set_ready(False)
-        self.window.notice.hide()
-        self.window.model_label.setText(f"Loading {Path(model_path).name if model_path != DEMO_NAME else 'demo'}…")
-        self.window.set_loading(True, 0.0, "Reading the model")
-        request = LoadRequest(
-            path, Path(mtp_path) if mtp_path else None, self.settings.load_options(), check_memory=check_memory
-        )
-        self.load_request = self.engine.load(request)
 
     def _on_load_progress(self, request_id: int, fraction: float, stage: str) -> None:
         if request_id == self.load_request:
@@ -250,6 +266,11 @@ class ChatController(QObject):
         w = self.window
         w.set_loading(False)
         info = loaded.info
+        if self.settings.model_path != DEMO_NAME:
+            # Only now is part 1 of parts picked together (or renamed) known for sure: remember that one.
+            mtp = str(info.mtp_path) if info.mtp_path else self.settings.mtp_model_path
+            if (str(info.path), mtp) != (self.settings.model_path, self.settings.mtp_model_path):
+                self._remember(str(info.path), mtp)
         name = "Stride demo" if self.settings.model_path == DEMO_NAME else (info.name or info.path.name)
         heads = f"MTP {loaded.n_heads} heads" if loaded.n_heads else "no MTP"
         w.model_label.setText(f"{name} · {info.quantization} · {heads}")
@@ -270,7 +291,7 @@ class ChatController(QObject):
             return
         self.window.set_loading(False)
         if confirm_too_big(self.window, shortfall.needed, shortfall.free):
-            self.load_model(self.settings.model_path, self.settings.mtp_model_path, check_memory=False)
+            self.load_model(*self._loading, check_memory=False)
         else:  # the user has just read why: a notice, not another dialog
             self._not_loaded(f"{shortfall}; it was not loaded.")
 
@@ -695,10 +716,6 @@ class ChatController(QObject):
             "About Stride",
             "Stride: offline chat with Step 3.5/3.7 Flash, faster with multi-token prediction.",
         )
-
-
-def _recent(recent: list[str], path: str) -> list[str]:
-    return [path, *[p for p in recent if p != path]][:10]
 
 
 def _title_from(text: str) -> str:

@@ -30,6 +30,7 @@ from PySide6.QtCore import QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
 from app.controller import ChatController  # noqa: E402
+from app.model_files import choice_of  # noqa: E402
 from app.resources import icon  # noqa: E402
 from app.settings import LoadResult, Settings, load_settings  # noqa: E402
 from app.store import ConversationStore, StoreError, default_db_path  # noqa: E402
@@ -51,9 +52,14 @@ STALL_TIMER_MS = 10
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="stride", description="Stride: offline chat with Step Flash and MTP.")
     parser.add_argument("--self-test", action="store_true", help="run the GUI end to end once and print JSON")
-    parser.add_argument("--model", default=None, help=f"GGUF file to open ('{DEMO_NAME}': the built-in demo model)")
-    # What a file manager passes (the .desktop entry's `Exec=stride %f`, the Windows file association).
-    parser.add_argument("model_file", nargs="?", default=None, help="GGUF file to open, as --model")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"GGUF file to open, any part of a split model ('{DEMO_NAME}': the built-in demo model)",
+    )
+    # What a file manager passes (the .desktop entry's `Exec=stride %f`, the Windows file association);
+    # several files are the parts of one split model, opened once.
+    parser.add_argument("model_files", nargs="*", metavar="FILE", help="GGUF file(s) to open, as --model")
     parser.add_argument("--mtp-model", default="", help="separate MTP-only GGUF for --self-test")
     parser.add_argument("--mtp-depth", type=parse_depth, default=None, help="MTP depth for --self-test (0-3 or auto)")
     parser.add_argument("--prompt", default=SELF_TEST_PROMPT, help="prompt for --self-test")
@@ -62,8 +68,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="also write the self-test JSON to this file")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    args.model = args.model or args.model_file
+    files = [_absolute(f) for f in ([args.model] if args.model else args.model_files)]
+    args.model = choice_of(files) or None
+    args.mtp_model = _absolute(args.mtp_model) if args.mtp_model else ""
     return args
+
+
+def _absolute(path: str) -> str:
+    """A path from the command line as it is remembered: it must still work from another folder."""
+    return path if path == DEMO_NAME else str(Path(path).absolute())
 
 
 def _install_excepthook(window: MainWindow) -> None:
@@ -103,8 +116,6 @@ def run_self_test(app: QApplication, args: argparse.Namespace) -> int:
     folder = Path(tempfile.mkdtemp(prefix="stride-self-test-"))
     settings = replace(
         Settings(),
-        model_path=args.model or DEMO_NAME,
-        mtp_model_path=args.mtp_model,
         max_tokens=args.max_tokens,
         threads=args.threads,
         temperature=0.0,
@@ -172,7 +183,7 @@ def run_self_test(app: QApplication, args: argparse.Namespace) -> int:
     window.show()
     # The first turn of the event loop after show(): the window is on screen.
     QTimer.singleShot(0, lambda: outcome.update(window_shown_s=round(time.perf_counter() - STARTED, 3)))
-    controller.start()
+    controller.start(args.model or DEMO_NAME, args.mtp_model)
     app.exec()
     line = json.dumps(outcome)
     print(line, flush=True)
@@ -193,10 +204,6 @@ def main(argv: list[str] | None = None) -> int:
         return run_self_test(app, args)
 
     settings = load_settings()
-    if args.model:
-        settings = replace(
-            settings, settings=replace(settings.settings, model_path=args.model, mtp_model_path=args.mtp_model)
-        )
     apply_theme(app, settings.settings.theme)
     window = MainWindow()
     try:
@@ -209,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     _install_excepthook(window)
     window.restore_geometry()
     window.show()
-    controller.start()
+    controller.start(args.model, args.mtp_model)  # None: the last model used
     return app.exec()
 
 

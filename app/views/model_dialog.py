@@ -1,14 +1,18 @@
 """The model picker: choose a GGUF (and an optional MTP heads file) and see, before loading,
 what it is and whether it fits in this machine's free memory.
 
-Inspection reads only the file's metadata and tensor directory, but on a slow disk even
-that takes a moment for a 100 GB model, so it runs on the thread pool; every request
-carries an id and a result for anything but the latest request is dropped.
+A model may be one file or a multi-part set (`NAME-00001-of-0000N.gguf` ...): any part, or
+several parts picked or dropped together, shows the whole set, and a vision projector
+(mmproj) beside it is named. Inspection reads only the files' metadata and tensor
+directories, but on a slow disk even that takes a moment for a 100 GB model, so it runs on
+the thread pool; every request carries an id and a result for anything but the latest
+request is dropped.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLayout,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
@@ -34,17 +39,28 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.model_files import (
+    ModelChoice,
+    choice_of,
+    engine_paths,
+    part_count,
+    set_key,
+    without_projectors,
+)
 from engine.demo import DEMO_NAME, ensure_demo_model
 from engine.gguf import (
     ErrorKind,
     MemoryEstimate,
     ModelFileError,
     ModelInfo,
+    ProjectorInfo,
     Verdict,
     estimate_memory,
     free_memory_bytes,
     inspect_model,
+    inspect_projector,
     memory_verdict,
+    projector_beside,
 )
 from engine.units import format_bytes, format_params
 
@@ -52,6 +68,8 @@ GGUF_FILTER = "GGUF models (*.gguf)"
 _DASH = "—"
 _MEMORY = "Memory"
 _MEMORY_DETAIL = "Memory estimate"
+_VISION = "Vision file"
+_QUOTED = re.compile(r'"([^"]+)"')
 # (light theme, dark theme): the verdict colours must stay readable on both palettes.
 _TONES: dict[str, tuple[str, str]] = {
     "fits": ("#1b7a34", "#5cc97a"),
@@ -71,18 +89,53 @@ _DEMO_LOCK = threading.Lock()
 # --- text for what inspect_model reports ---
 
 
+def size_text(n_bytes: int, n_parts: int) -> str:
+    """116.4 GiB, or 116.4 GiB in 3 parts for a set."""
+    size = format_bytes(n_bytes)
+    return size if n_parts <= 1 else f"{size} in {n_parts} parts"
+
+
 def mtp_text(info: ModelInfo, mtp_path: str = "") -> str:
     """Where the MTP heads' weights come from, and what that means for decoding."""
     n = info.n_mtp_heads
     heads = f"{n} head" if n == 1 else f"{n} heads"
     if info.mtp_weights == "embedded":
         # inspect_model ignores a separate MTP file when the main file embeds the heads.
-        return f"{heads}, in this file" + (" (the separate MTP file is not needed)" if mtp_path else "")
+        where = "this file" if info.n_parts == 1 else "this set"
+        return f"{heads}, in {where}" + (" (the separate MTP file is not needed)" if mtp_path else "")
     if info.mtp_weights == "separate":
-        return f"{heads}, in {info.mtp_path.name if info.mtp_path else Path(mtp_path).name}"
+        name = info.mtp_path.name if info.mtp_path else Path(mtp_path).name
+        n_parts = len(info.mtp_parts)
+        return f"{heads}, in {name}" + (f" ({n_parts} parts)" if n_parts > 1 else "")
     if info.mtp_weights == "absent":
         return f"{heads} declared, weights missing: runs without MTP"
     return "none: plain decoding"
+
+
+def parts_note(info: ModelInfo, n_chosen: int) -> str:
+    """How the files the user chose became the set that loads; "" for a single file."""
+    if n_chosen > 1:
+        return f"{n_chosen} files picked together: Stride loads them as one model in {info.n_parts} parts."
+    if info.opened_part > 0:
+        return (
+            f"Opened from part {info.opened_part + 1} of {info.n_parts}: Stride loads the whole set "
+            f"from part 1 ({info.path.name})."
+        )
+    return ""
+
+
+def vision_text(projector: ProjectorInfo, info: ModelInfo) -> str:
+    """The projector beside the model, said plainly: Stride reads text only until image input arrives."""
+    name = projector.path.name
+    if projector.n_embd_out is not None and projector.n_embd_out != info.n_embd:
+        return (
+            f"{name}, found beside the model, is made for another model (image tokens {projector.n_embd_out:,} "
+            f"wide, this model's {info.n_embd:,}); it is not paired"
+        )
+    return (
+        f"{name} ({format_bytes(projector.file_bytes)}), found beside the model; "
+        "Stride reads text only for now: images come in a later version"
+    )
 
 
 def context_size(n_ctx: int, info: ModelInfo) -> int:
@@ -109,6 +162,7 @@ class _Outcome:
     info: ModelInfo | None = None
     estimate: MemoryEstimate | None = None
     free: int = 0
+    projector: ProjectorInfo | None = None
     error: str = ""
     kind: ErrorKind | None = None
 
@@ -142,8 +196,18 @@ def _demo_model() -> Path:
         ) from None
 
 
+def _projector_for(info: ModelInfo) -> ProjectorInfo | None:
+    found = projector_beside(info.path)
+    if found is None:
+        return None
+    try:
+        return inspect_projector(found)
+    except ModelFileError:  # an unreadable projector must not stop the model from loading
+        return None
+
+
 class _InspectTask(QRunnable):
-    def __init__(self, request: int, latest: _Latest, path: str, mtp_path: str, n_ctx: int) -> None:
+    def __init__(self, request: int, latest: _Latest, path: ModelChoice, mtp_path: ModelChoice, n_ctx: int) -> None:
         super().__init__()
         self.relay = _Relay()
         self._request = request
@@ -159,15 +223,16 @@ class _InspectTask(QRunnable):
 
     def _inspect(self) -> _Outcome:
         try:
-            path = _demo_model() if self._path == DEMO_NAME else Path(self._path)
-            info = inspect_model(path, Path(self._mtp_path) if self._mtp_path else None)
+            path = _demo_model() if self._path == DEMO_NAME else engine_paths(self._path)
+            info = inspect_model(path, engine_paths(self._mtp_path) if self._mtp_path else None)
             estimate = estimate_memory(info, context_size(self._n_ctx, info))
             free = free_memory_bytes()  # here, not in the GUI: on macOS it runs vm_stat
+            projector = _projector_for(info)  # reads the headers of mmproj files beside it
         except ModelFileError as e:
             return _Outcome(self._request, error=str(e), kind=e.kind)
         except Exception as e:  # never leave the dialog stuck on "Reading…"
             return _Outcome(self._request, error=f"The file could not be inspected ({type(e).__name__}: {e})")
-        return _Outcome(self._request, info=info, estimate=estimate, free=free)
+        return _Outcome(self._request, info=info, estimate=estimate, free=free, projector=projector)
 
 
 # --- the dialog ---
@@ -201,18 +266,18 @@ class ModelPickerDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Open a model")
         self.setAcceptDrops(True)
-        self.resize(580, 530)
+        self.resize(600, 580)
         self._n_ctx = n_ctx
-        self._path = ""
-        self._mtp_path = ""
+        self._paths: tuple[str, ...] = ()  # the file(s) the user chose: one, or parts picked together
+        self._mtp_paths: tuple[str, ...] = ()
         self._latest = _Latest()
         self._outcome: _Outcome | None = None  # of the current request, once it arrived
 
-        intro = QLabel("Choose a GGUF model file, or drop one onto this window.")
+        intro = QLabel("Choose a GGUF model file, or drop one here. For a split model, any part will do.")
         intro.setWordWrap(True)
 
         self._path_edit = QLineEdit()
-        self._path_edit.setPlaceholderText("Path to a .gguf file")
+        self._path_edit.setPlaceholderText("Path to a .gguf file (any part of a split model)")
         self._path_edit.setAccessibleName("Model file path")
         self._path_edit.setAcceptDrops(False)  # a drop anywhere goes to the dialog, not into the text
         self._path_edit.editingFinished.connect(self._on_path_edited)
@@ -266,6 +331,9 @@ class ModelPickerDialog(QDialog):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         for field in self._FIELDS:
             form.addRow(f"{field}:", self._value_label(field))
+        # Shown only when a projector sits beside the model: most models have none, and say nothing of it.
+        form.addRow(f"{_VISION}:", self._value_label(_VISION))
+        self._form = form
         # The verdict gets the full width below the facts: it is the line that decides, and it wraps.
         verdict = self._value_label(_MEMORY)
         detail = self._value_label(_MEMORY_DETAIL)
@@ -298,6 +366,8 @@ class ModelPickerDialog(QDialog):
         buttons.rejected.connect(self.reject)
 
         layout = QVBoxLayout(self)
+        # Grow rather than squeeze the facts when a long name wraps (a set's note, a projector's row).
+        layout.setSizeConstraint(QLayout.SizeConstraint.SetMinimumSize)
         layout.addWidget(intro)
         layout.addLayout(files)
         recent_row = QHBoxLayout()
@@ -332,27 +402,52 @@ class ModelPickerDialog(QDialog):
 
     # --- API ---
 
-    def selected(self) -> tuple[str, str]:
-        """(model path or "demo", MTP heads path or "")."""
-        return self._path, self._mtp_path
+    def selected(self) -> tuple[ModelChoice, ModelChoice]:
+        """(model, MTP heads file): what to load and remember. Each is a path ("" none, "demo" the
+        built-in model); once read, a set opened from one part is its part 1, and parts picked
+        together are a tuple of all parts in order."""
+        outcome = self._outcome
+        info = outcome.info if outcome else None
+        model, mtp = choice_of(self._paths), choice_of(self._mtp_paths)
+        if info is None or model == DEMO_NAME:
+            return model, mtp
+        if info.n_parts > 1:
+            model = str(info.path) if len(self._paths) == 1 else tuple(str(p) for p in info.parts)
+        if info.mtp_path is not None and len(info.mtp_parts) > 1:
+            mtp = str(info.mtp_path) if len(self._mtp_paths) == 1 else tuple(str(p) for p in info.mtp_parts)
+        return model, mtp
 
     def set_path(self, path: str) -> None:
-        self._path = path
-        self._path_edit.setText(path)
-        self._mark_recent(path)
+        self.set_paths([path] if path else [])
+
+    def set_paths(self, paths: Sequence[str]) -> None:
+        """One file, or several picked together (parts of one set): they are read as one model."""
+        self._paths = tuple(without_projectors(paths))
+        self._path_edit.setText(_shown(self._paths))
+        self._mark_recent(self._paths)
         self._inspect()
 
     def set_mtp_path(self, path: str) -> None:
-        self._mtp_path = path
-        self._mtp_edit.setText(path)
-        if self._path:
+        self.set_mtp_paths([path] if path else [])
+
+    def set_mtp_paths(self, paths: Sequence[str]) -> None:
+        self._mtp_paths = tuple(paths)
+        self._mtp_edit.setText(_shown(self._mtp_paths))
+        if self._paths:
             self._inspect()
 
     # --- choosing ---
 
     def _fill_recent(self, recent: Sequence[str]) -> None:
+        seen: set[str] = set()
         for path in recent:
+            if set_key(path) in seen:
+                continue  # a set opened from different parts, kept by older versions: one entry
+            seen.add(set_key(path))
+            n_parts = part_count(path)
             label = "Built-in demo model" if path == DEMO_NAME else path
+            if n_parts > 1:
+                label += f" ({n_parts} parts)"
             item = QListWidgetItem(label)
             item.setData(Qt.ItemDataRole.UserRole, path)
             item.setToolTip(path)
@@ -361,9 +456,11 @@ class ModelPickerDialog(QDialog):
                 item.setFlags(Qt.ItemFlag.NoItemFlags)  # greyed and not selectable
             self._recent.addItem(item)
 
-    def _mark_recent(self, path: str) -> None:
-        """Highlight the recent entry for the chosen file however it was chosen, or none."""
-        rows = [i for i in range(self._recent.count()) if self._recent.item(i).data(Qt.ItemDataRole.UserRole) == path]
+    def _mark_recent(self, paths: Sequence[str]) -> None:
+        """Highlight the recent entry for the chosen file (or its set, from any part) however it was chosen."""
+        key = set_key(paths[0]) if paths else None
+        entries = [str(self._recent.item(i).data(Qt.ItemDataRole.UserRole)) for i in range(self._recent.count())]
+        rows = [i for i, entry in enumerate(entries) if set_key(entry) == key]
         with QSignalBlocker(self._recent):  # this reflects a choice; it must not make one
             self._recent.setCurrentRow(rows[0] if rows else -1)
 
@@ -372,72 +469,80 @@ class ModelPickerDialog(QDialog):
         if item is None:
             return
         path = str(item.data(Qt.ItemDataRole.UserRole))
-        if path != self._path:
+        if (path,) != self._paths:
             self.set_path(path)
 
-    def _start_dir(self, current: str) -> str:
-        return str(Path(current).parent) if current and current != DEMO_NAME else str(Path.home())
+    def _start_dir(self, current: Sequence[str]) -> str:
+        return str(Path(current[0]).parent) if current and current[0] != DEMO_NAME else str(Path.home())
 
     def _browse_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a model", self._start_dir(self._path), GGUF_FILTER)
-        if path:
-            self.set_path(path)
+        # Several files may be chosen: all parts of a split model (choosing any one part does as well).
+        paths, _ = QFileDialog.getOpenFileNames(self, "Choose a model", self._start_dir(self._paths), GGUF_FILTER)
+        if paths:
+            self.set_paths(paths)
 
     def _browse_mtp(self) -> None:
-        start = self._start_dir(self._mtp_path or self._path)
-        path, _ = QFileDialog.getOpenFileName(self, "Choose the MTP heads file", start, GGUF_FILTER)
-        if path:
-            self.set_mtp_path(path)
+        start = self._start_dir(self._mtp_paths or self._paths)
+        paths, _ = QFileDialog.getOpenFileNames(self, "Choose the MTP heads file", start, GGUF_FILTER)
+        if paths:
+            self.set_mtp_paths(paths)
 
     @staticmethod
-    def _typed_path(edit: QLineEdit) -> str:
-        # Pasted paths often come quoted ("Copy as path" on Windows) or with ~.
-        text = edit.text().strip().strip('"').strip("'")
-        return os.path.expanduser(text) if text else ""
+    def _typed_paths(edit: QLineEdit) -> list[str]:
+        text = edit.text().strip()
+        quoted = _QUOTED.findall(text)
+        if len(quoted) > 1 and not _QUOTED.sub("", text).strip():
+            paths = quoted  # several parts, quoted as a file dialog writes them
+        else:  # pasted paths often come quoted ("Copy as path" on Windows)
+            paths = [text.strip('"').strip("'")] if text else []
+        return [os.path.expanduser(p) for p in paths if p]
 
     def _on_path_edited(self) -> None:
-        path = self._typed_path(self._path_edit)
-        if path != self._path:
-            self.set_path(path)
+        paths = self._typed_paths(self._path_edit)
+        if tuple(paths) != self._paths:
+            self.set_paths(paths)
 
     def _on_mtp_edited(self) -> None:
-        path = self._typed_path(self._mtp_edit)
-        if path != self._mtp_path:
-            self.set_mtp_path(path)
+        paths = self._typed_paths(self._mtp_edit)
+        if tuple(paths) != self._mtp_paths:
+            self.set_mtp_paths(paths)
 
     def _move_to_mtp(self) -> None:
         # An MTP-only file opened as the model: keep it as the heads file, then ask for the trunk.
-        path = self._path
-        self._path = ""
+        paths = self._paths
+        self._paths = ()
         self._path_edit.clear()
-        self.set_mtp_path(path)
+        self.set_mtp_paths(paths)
         self._inspect()
         self._path_edit.setFocus()
 
     @staticmethod
-    def _dropped_file(event: QDragEnterEvent | QDropEvent) -> str | None:
+    def _dropped_files(event: QDragEnterEvent | QDropEvent) -> list[str] | None:
+        """The local files dropped (several: the parts of one model), or None if anything else came."""
         urls = event.mimeData().urls() if event.mimeData().hasUrls() else []
-        if len(urls) == 1 and urls[0].isLocalFile():
-            return urls[0].toLocalFile()
-        return None
+        if not urls or not all(url.isLocalFile() for url in urls):
+            return None
+        return [url.toLocalFile() for url in urls]
 
     def _reject_drop(self, event: QDragEnterEvent | QDropEvent) -> None:
         event.ignore()
-        self._show_status("Drop one model file from this computer (a .gguf file).", "error")
+        self._show_status(
+            "Drop a model file from this computer (a .gguf file, or all the parts of a split model).", "error"
+        )
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if self._dropped_file(event) is None:
+        if self._dropped_files(event) is None:
             self._reject_drop(event)
         else:
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:
-        path = self._dropped_file(event)
-        if path is None:
+        paths = self._dropped_files(event)
+        if paths is None:
             self._reject_drop(event)
             return
         event.acceptProposedAction()
-        self.set_path(path)
+        self.set_paths(paths)
 
     # --- inspecting ---
 
@@ -447,12 +552,17 @@ class ModelPickerDialog(QDialog):
         self._clear_values()
         self._use_as_mtp.hide()
         self._load.setEnabled(False)  # until the current file is known to be loadable
-        if not self._path:
+        if not self._paths:
             self._show_status("Choose a model file to see what it is and whether it fits.", None)
             return
-        what = "Preparing the demo model…" if self._path == DEMO_NAME else f"Reading {Path(self._path).name}…"
+        if self._paths == (DEMO_NAME,):
+            what = "Preparing the demo model…"
+        else:
+            more = len(self._paths) - 1
+            what = f"Reading {Path(self._paths[0]).name}" + (f" and {more} more" if more else "") + "…"
         self._show_status(what, None)
-        task = _InspectTask(self._latest.value, self._latest, self._path, self._mtp_path, self._n_ctx)
+        model, mtp = choice_of(self._paths), choice_of(self._mtp_paths)
+        task = _InspectTask(self._latest.value, self._latest, model, mtp, self._n_ctx)
         task.relay.done.connect(self._on_inspected)
         QThreadPool.globalInstance().start(task)
 
@@ -466,15 +576,15 @@ class ModelPickerDialog(QDialog):
             self._use_as_mtp.setVisible(outcome.kind == "mtp_only")
             self.sig_inspected.emit(outcome.error)
             return
-        self._show_info(outcome.info, outcome.estimate, outcome.free)
-        self._show_status("", None)
+        self._show_info(outcome.info, outcome.estimate, outcome.free, outcome.projector)
+        self._show_status(parts_note(outcome.info, len(self._paths)), None)
         self._load.setEnabled(True)
         self.sig_inspected.emit(outcome.info)
 
-    def _show_info(self, info: ModelInfo, estimate: MemoryEstimate, free: int) -> None:
-        size = format_bytes(info.file_bytes)
+    def _show_info(self, info: ModelInfo, estimate: MemoryEstimate, free: int, projector: ProjectorInfo | None) -> None:
+        size = size_text(info.file_bytes, info.n_parts)
         if info.mtp_file_bytes is not None:
-            size += f" + {format_bytes(info.mtp_file_bytes)} (MTP file)"
+            size += f" + {size_text(info.mtp_file_bytes, len(info.mtp_parts))} (MTP file)"
         n_ctx = context_size(self._n_ctx, info)
         verdict = memory_verdict(estimate.total, free)
         self._set_value("Architecture", info.architecture)
@@ -483,8 +593,10 @@ class ModelPickerDialog(QDialog):
         self._set_value("File size", size)
         self._set_value("Quantization", info.quantization)
         self._set_value("Trained context", f"{info.context_length:,} tokens")
-        self._set_value("MTP heads", mtp_text(info, self._mtp_path))
+        self._set_value("MTP heads", mtp_text(info, _shown(self._mtp_paths)))
         self._set_value("Chat template", "yes" if info.has_chat_template else "no: ChatML is used instead")
+        self._set_value(_VISION, vision_text(projector, info) if projector else "")
+        self._form.setRowVisible(self._values[_VISION], projector is not None)
         self._set_value(_MEMORY, verdict_text(verdict, estimate.total, free))
         self._values[_MEMORY].setStyleSheet(f"color: {self._tone(verdict)}; font-weight: 600;")
         parts = [
@@ -501,6 +613,8 @@ class ModelPickerDialog(QDialog):
             self._set_value(field, _DASH)
         self._set_value(_MEMORY, "")
         self._set_value(_MEMORY_DETAIL, "")
+        self._set_value(_VISION, "")
+        self._form.setRowVisible(self._values[_VISION], False)
 
     def _set_value(self, field: str, text: str) -> None:
         label = self._values[field]
@@ -527,6 +641,11 @@ class ModelPickerDialog(QDialog):
         if memory_verdict(needed, free) == "wont_fit" and not confirm_too_big(self, needed, free):
             return
         super().accept()
+
+
+def _shown(paths: Sequence[str]) -> str:
+    """The chosen file(s) as the path field shows them: several quoted, as a file dialog writes them."""
+    return paths[0] if len(paths) == 1 else " ".join(f'"{p}"' for p in paths)
 
 
 def confirm_too_big(parent: QWidget | None, needed: int, free: int) -> bool:

@@ -146,7 +146,7 @@ def test_a_corrupt_settings_file_is_backed_up_and_the_window_says_where(
     monkeypatch.setattr(app_main, "load_settings", lambda: load_settings(settings_file))
     monkeypatch.setattr(app_main, "default_db_path", lambda: tmp_path / "data" / "conversations.db")
     started: list[ChatController] = []
-    monkeypatch.setattr(ChatController, "start", lambda self: started.append(self))
+    monkeypatch.setattr(ChatController, "start", lambda self, *_args: started.append(self))
     monkeypatch.setattr(QApplication, "exec", lambda *_: 0)  # stop where the event loop would run
     assert app_main.main([]) == 0
     (controller,) = started

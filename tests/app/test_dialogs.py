@@ -217,11 +217,11 @@ def test_browse_offers_gguf_files(
 ) -> None:
     asked: list[str] = []
 
-    def choose(_parent: object, _caption: str, _folder: str, name_filter: str) -> tuple[str, str]:
+    def choose(_parent: object, _caption: str, _folder: str, name_filter: str) -> tuple[list[str], str]:
         asked.append(name_filter)
-        return str(models["absent"]), name_filter
+        return [str(models["absent"])], name_filter
 
-    monkeypatch.setattr(QFileDialog, "getOpenFileName", choose)
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", choose)  # several: the parts of a split model
     browse = next(w for w in dialog.findChildren(QPushButton) if w.accessibleName() == "Browse for a model file")
     with qtbot.waitSignal(dialog.sig_inspected, timeout=WAIT_MS):
         QTest.mouseClick(browse, Qt.MouseButton.LeftButton)
@@ -364,7 +364,9 @@ def test_drop_a_local_file(qtbot: QtBot, dialog: ModelPickerDialog, models: dict
     assert field(dialog, "MTP heads") == "3 heads declared, weights missing: runs without MTP"
 
 
-@pytest.mark.parametrize("urls", [["https://example.com/model.gguf"], ["file:///a.gguf", "file:///b.gguf"], []])
+@pytest.mark.parametrize(
+    "urls", [["https://example.com/model.gguf"], ["file:///a.gguf", "https://b.example/b.gguf"], []]
+)
 def test_drop_of_anything_else_is_refused_with_a_hint(dialog: ModelPickerDialog, urls: list[str]) -> None:
     mime = QMimeData()
     if urls:
@@ -373,7 +375,9 @@ def test_drop_of_anything_else_is_refused_with_a_hint(dialog: ModelPickerDialog,
         mime.setText("just some text")
     assert not _drag_enter(dialog, mime).isAccepted()
     assert not _drop(dialog, mime).isAccepted()
-    assert field(dialog, "Status") == "Drop one model file from this computer (a .gguf file)."
+    assert field(dialog, "Status") == (
+        "Drop a model file from this computer (a .gguf file, or all the parts of a split model)."
+    )
     assert dialog.selected() == ("", "")
 
 

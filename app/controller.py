@@ -239,11 +239,7 @@ class ChatController(QObject):
         self.window.model_label.setText(f"Loading {name}…")
         self.window.set_loading(True, 0.0, "Reading the model")
         mtp = engine_paths(mtp_path) if mtp_path else None
-        # LoadRequest is annotated with one Path, but the worker hands both straight to Runtime.load,
-        # which takes a file or a list of parts (engine.gguf.ModelPaths).
-        request = LoadRequest(
-            cast(Path, path), cast(Path | None, mtp), self.settings.load_options(), check_memory=check_memory
-        )
+        request = LoadRequest(path, mtp, self.settings.load_options(), check_memory=check_memory)
         self.load_request = self.engine.load(request)
 
     def _remember(self, model_path: str, mtp_path: str) -> None:

@@ -16,13 +16,12 @@ import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from engine.generate import Delta, GenerationParams, PromptTooLong, Reply
-from engine.gguf import ModelFileError, ModelInfo
+from engine.gguf import ModelFileError, ModelInfo, ModelPaths
 from engine.llama import LoadCancelled
 from engine.runtime import LoadOptions, ModelLoadError, NotEnoughMemory, Runtime
 from engine.stats import ReplyStats
@@ -33,8 +32,8 @@ STATS_INTERVAL_S = 0.1  # live figures at 10 Hz: smooth for the eye, nothing for
 
 @dataclass(frozen=True)
 class LoadRequest:
-    model_path: Path
-    mtp_path: Path | None
+    model_path: ModelPaths  # a file, any part of a set, or several parts picked together
+    mtp_path: ModelPaths | None
     options: LoadOptions
     check_memory: bool = True  # False once the user chose to load a model too big for free memory
 

@@ -48,7 +48,7 @@ Name: "{group}\{cm:UninstallProgram,Stride}"; Filename: "{uninstallexe}"
 Name: "{autodesktop}\Stride"; Filename: "{app}\stride.exe"; Tasks: desktopicon
 
 [Registry]
-; Same as the Linux .desktop entry's `Exec=stride %f`.
+; Like the Linux .desktop entry (`Exec=stride %F`): here one file is passed, and any part of a split model opens the set.
 Root: HKA; Subkey: "Software\Classes\.gguf\OpenWithProgids"; ValueType: string; ValueName: "Stride.gguf"; ValueData: ""; Flags: uninsdeletevalue; Tasks: gguf
 Root: HKA; Subkey: "Software\Classes\Stride.gguf"; ValueType: string; ValueName: ""; ValueData: "GGUF model"; Flags: uninsdeletekey; Tasks: gguf
 Root: HKA; Subkey: "Software\Classes\Stride.gguf\DefaultIcon"; ValueType: string; ValueName: ""; ValueData: "{app}\stride.exe,0"; Tasks: gguf

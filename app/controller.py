@@ -118,6 +118,7 @@ class ChatController(QObject):
         worker.sig_stats.connect(self._on_stats)
         worker.sig_finished.connect(self._on_finished)
         worker.sig_failed.connect(self._on_failed)
+        worker.sig_auto_forgotten.connect(self._on_auto_forgotten)
 
         w.composer.sig_send.connect(self.send)
         w.composer.sig_stop.connect(self.stop)
@@ -648,7 +649,12 @@ class ChatController(QObject):
     def open_settings(self) -> None:
         dialog = SettingsDialog(self.settings, self.window)
         dialog.accepted.connect(lambda: self.apply_settings(dialog.result_settings()))
+        dialog.sig_forget_auto.connect(self.engine.forget_auto)
         dialog.open()
+
+    def _on_auto_forgotten(self, n_models: int) -> None:
+        models = "1 model" if n_models == 1 else f"{n_models} models"
+        self.window.status_label.setText(f"Auto forgot what it learned ({models}); it measures afresh next reply")
 
     def apply_settings(self, new: Settings) -> None:
         problems = validate(new)

@@ -20,6 +20,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from engine import automemory
 from engine.generate import Delta, GenerationParams, PromptTooLong, Reply
 from engine.gguf import ModelFileError, ModelInfo, ModelPaths
 from engine.llama import LoadCancelled
@@ -77,6 +78,7 @@ class EngineWorker(QObject):
     sig_finished = Signal(int, object)  # request id, ReplyResult
     sig_failed = Signal(int, str, str)  # request id, message, details
     sig_unloaded = Signal()
+    sig_auto_forgotten = Signal(int)  # how many models' measurements were dropped
 
     def __init__(self) -> None:
         super().__init__()
@@ -168,6 +170,14 @@ class EngineWorker(QObject):
         self.sig_finished.emit(request_id, result)
 
     @Slot()
+    def forget_auto(self) -> None:
+        """Drop what Auto learned: the loaded model's figures in memory, and every model's on disk."""
+        n_models = automemory.forget_all()
+        if self._runtime is not None:
+            self._runtime.forget_auto()
+        self.sig_auto_forgotten.emit(n_models)
+
+    @Slot()
     def unload(self) -> None:
         self._close_runtime()
         self.sig_unloaded.emit()
@@ -184,6 +194,7 @@ class EngineClient(QObject):
     sig_request_load = Signal(int, object)
     sig_request_generate = Signal(int, object)
     sig_request_unload = Signal()
+    sig_request_forget_auto = Signal()
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -196,6 +207,7 @@ class EngineClient(QObject):
         self.sig_request_load.connect(self.worker.load)
         self.sig_request_generate.connect(self.worker.generate)
         self.sig_request_unload.connect(self.worker.unload)
+        self.sig_request_forget_auto.connect(self.worker.forget_auto)
         self.engine_thread.start()
 
     def load(self, request: LoadRequest) -> int:
@@ -207,6 +219,10 @@ class EngineClient(QObject):
         request_id = next(self._ids)
         self.sig_request_generate.emit(request_id, request)
         return request_id
+
+    def forget_auto(self) -> None:
+        """Queued behind any reply in progress, so it never races the engine thread."""
+        self.sig_request_forget_auto.emit()
 
     def stop(self) -> None:
         self.worker.request_stop()

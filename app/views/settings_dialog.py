@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
+from PySide6.QtCore import Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -136,6 +137,8 @@ def _path_width(widget: QWidget) -> int:
 
 
 class SettingsDialog(QDialog):
+    sig_forget_auto = Signal()  # the user asked to drop what Auto measured, for every model
+
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
@@ -146,9 +149,17 @@ class SettingsDialog(QDialog):
             _choices(DEPTHS),
             "MTP depth",
             "How many tokens the model's MTP heads draft ahead for the model to check in one pass. "
-            "The text is the same at every depth; deeper is usually faster. Off turns drafting off. "
-            "Auto measures each depth on this machine and this text and keeps to the fastest.",
+            "The text is the same at every depth. Auto (recommended) times plain decoding and drafting "
+            "on this machine and this text and runs the faster, drafting only where it pays; "
+            "1-3 always draft that many; Off turns drafting off.",
         )
+        self.forget_auto = _described(
+            QPushButton("Forget what Auto learned"),
+            "Forget what Auto learned",
+            "Auto keeps what it measured for each model on this computer, so the next load starts settled. "
+            "Forget it after changing hardware or drivers, or to let Auto measure afresh.",
+        )
+        self.forget_auto.clicked.connect(self.sig_forget_auto)
         self.draft_sampling = _described(
             _choices(DRAFT_SAMPLINGS),
             "Draft sampling",
@@ -162,7 +173,7 @@ class SettingsDialog(QDialog):
             "Stop drafting when the head's top candidate is less likely than this. 0 always drafts the full depth.",
         )
         mtp_box, mtp_form = _form("Speculative decoding (MTP)")
-        mtp_form.addRow("Depth", self.mtp_depth)
+        mtp_form.addRow("Depth", _row(self.mtp_depth, self.forget_auto))
         mtp_form.addRow("Draft threshold (p_min)", self.p_min)
         mtp_form.addRow("Draft sampling", self.draft_sampling)
 

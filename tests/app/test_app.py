@@ -18,6 +18,8 @@ from pytestqt.qtbot import QtBot
 from app.main import StallMeter
 from app.settings import load_settings
 from app.store import ConversationStore
+from app.views.settings_dialog import SettingsDialog
+from engine import automemory
 from engine.demo import ANSWER, REASONING
 from tests.app.conftest import AppHarness
 
@@ -252,3 +254,21 @@ def test_closing_the_window_while_loading_shuts_down_cleanly(
     app.controller.load_model(str(live_gguf), "")
     app.window.close()
     assert not app.controller.engine.engine_thread.isRunning()
+
+
+def test_forget_what_auto_learned_from_the_settings_dialog(
+    qtbot: QtBot, make_app: Callable[..., AppHarness], live_gguf: Path
+) -> None:
+    """Auto's figures are saved per model after a reply at Auto; the settings dialog's button drops
+    them on disk and in the loaded model, on the engine thread, and the status line says so."""
+    app = make_app(str(live_gguf), mtp_depth="auto", max_tokens=40)
+    send(qtbot, app, "alpha bravo charlie")
+    assert list(automemory.folder().glob("*.json"))
+    app.controller.open_settings()
+    dialog = app.window.findChild(SettingsDialog)
+    assert dialog is not None
+    with qtbot.waitSignal(app.controller.engine.worker.sig_auto_forgotten, timeout=10_000) as forgotten:
+        dialog.forget_auto.click()
+    assert forgotten.args[0] >= 1 and not list(automemory.folder().glob("*.json"))
+    qtbot.waitUntil(lambda: app.window.status_label.text().startswith("Auto forgot what it learned"))
+    dialog.reject()

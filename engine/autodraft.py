@@ -90,6 +90,7 @@ class AutoDraft:
             self.phase, self._phase_left = "fill", NEW_REPLY_RETRY
 
     def plan(self) -> StepPlan:
+        self.costs.exploring = self.phase == "trial"  # a trial measures the first head whatever its estimate
         drafting = self.phase == "trial" or (self.phase == "settled" and self.mode == "draft")
         # Only settled Off lets the heads fall behind, and only heads with a window to refill.
         rows = not (self.settled_off and self.window is not None)

@@ -59,6 +59,9 @@ class DraftCosts:
     _accepted: list[float] = field(init=False)
     _seconds_per_token: float | None = None
     _step: int = 0
+    # While set (Auto's trials), the first head always drafts, so its acceptance is measured however
+    # low an early run of misses (a prompt's end, say) pushed its estimate.
+    exploring: bool = False
 
     def __post_init__(self) -> None:
         self._verify = [None] * (self.max_depth + 2)
@@ -128,6 +131,8 @@ class DraftCosts:
     def wants_head(self, head: int, chain: float, rows: int) -> bool:
         """Whether to run head `head`: the chain so far survives with probability `chain` and the batch
         has `rows` rows; its draft must be worth its call and one more verified row."""
+        if self.exploring and head == 0:
+            return True
         call = self._draft[head] or 0.0
         gain = chain * self.head_acceptance(head) * self.token_value()
         return gain > call + self.marginal_verify(rows)
@@ -135,7 +140,7 @@ class DraftCosts:
     def keeps(self, chain: float, rows: int) -> bool:
         """Whether a drafted token (the chain up to it survives with probability `chain`) goes into a
         batch of `rows` rows: its call is spent, one more verified row is not."""
-        return chain * self.token_value() > self.marginal_verify(rows)
+        return (self.exploring and rows == 1) or chain * self.token_value() > self.marginal_verify(rows)
 
     # Measurements --------------------------------------------------------------------
 

@@ -154,3 +154,14 @@ def test_a_slow_spike_does_not_set_a_batch_sizes_cost() -> None:
     costs.record_draft_call(0, 0.3)
     costs.record_draft_call(0, 0.002)
     assert costs.wants_head(0, 1.0, 1) == (0.9 * costs.token_value() > 0.002 + costs.marginal_verify(1))
+
+
+def test_while_exploring_the_first_head_always_drafts() -> None:
+    """Auto's trials measure the first head even after early misses pushed its estimate down."""
+    costs = timed(DraftCosts(3), [1.0, 1.7, 2.4, 3.1], call=0.05, per_token=1.0)
+    for _ in range(6):
+        costs.record_step(2, 1.7, 2.0, 1, 0)  # the first head missed six times
+    assert not costs.wants_head(0, 1.0, 1) and not costs.keeps(0.3, 1)
+    costs.exploring = True
+    assert costs.wants_head(0, 1.0, 1) and costs.keeps(0.3, 1)
+    assert not costs.keeps(0.3, 2)  # deeper drafts still only where they pay

@@ -17,6 +17,7 @@ for _var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HO
     os.environ[_var] = str(_SANDBOX / _var.lower())
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from engine.generate import Generator  # noqa: E402
 from engine.runtime import LoadOptions, Runtime  # noqa: E402
 from tests.fixtures import builders, native  # noqa: E402
 
@@ -183,6 +184,14 @@ def screenshot_dir(tmp_path: Path) -> Path:
     if os.environ.get("STRIDE_UPDATE_SCREENSHOTS") == "1":
         return Path(__file__).resolve().parents[1] / "docs" / "screenshots"
     return tmp_path / "screenshots"
+
+
+@pytest.fixture
+def rollback_off() -> Iterator[None]:
+    """Rejected drafts stay in the KV caches: the bug the lossless tests exist to catch."""
+    Generator.rollback_enabled = False
+    yield
+    Generator.rollback_enabled = True
 
 
 @pytest.fixture

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from engine.draftcost import REMEASURE_SOON, REMEASURE_STEPS, DraftCosts
-from engine.generate import GenerationParams, Generator
+from engine.generate import GenerationParams
 from engine.llama import LlamaError
 from engine.runtime import Runtime
 from tests.engine.test_lossless import PROMPT
@@ -41,13 +41,6 @@ def test_dynamic_drafting_is_lossless(
 ) -> None:
     assert_dynamic_lossless(load(live_gguf))
     assert_dynamic_lossless(load(calibrated[0]))
-
-
-@pytest.fixture
-def rollback_off() -> Iterator[None]:
-    Generator.rollback_enabled = False
-    yield
-    Generator.rollback_enabled = True
 
 
 def test_the_lossless_check_fails_without_kv_rollback(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from engine.generate import GenerationParams, Generator
+from engine.generate import GenerationParams
 from engine.llama import LlamaError, SamplerParams
 from engine.runtime import Runtime
 from tests.fixtures.builders import WORDS
@@ -59,13 +59,6 @@ def test_drafts_are_both_accepted_and_rejected_on_the_live_fixture(
     reply = runtime.generate(runtime.tokenize(PROMPT), GenerationParams(max_tokens=N_TOKENS, mtp_depth=3))
     assert reply.stats.acceptance is not None
     assert 0.2 < reply.stats.acceptance < 0.99
-
-
-@pytest.fixture
-def rollback_off() -> Iterator[None]:
-    Generator.rollback_enabled = False
-    yield
-    Generator.rollback_enabled = True
 
 
 def test_lossless_check_catches_a_missing_kv_rollback(

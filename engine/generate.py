@@ -272,7 +272,7 @@ class Generator:
             for token in prompt[-params.sampler.repeat_last_n :]:
                 sampler.accept(token)
             try:
-                window = self.head_window if auto else None
+                window = self.head_window  # heads further behind than their window restart there
                 n_evaluated = self._prefill(prompt[:-1], use_mtp, should_stop, on_progress, window)
             except Cancelled:
                 stats.prompt_done(len(prompt), 0)

@@ -256,3 +256,27 @@ def test_drafting_that_beats_one_row_of_verification_skips_timing_off_at_first()
     auto.costs.record_step(1, 1.0, 1.05, 1, 0)  # one row verified in 1.0
     _, plans = simulate(auto, 40, paces(off=1.0, rows=1.03, drafting=0.5))
     assert all(p.draft for p in plans) and auto.mode == "draft"
+
+
+class AlwaysOff(AutoDraft):
+    def plan(self) -> StepPlan:
+        self._rows_on = False
+        return StepPlan(rows=False, draft=False, restart_heads=False)
+
+
+def test_after_a_long_stretch_at_off_the_next_prompt_rereads_only_the_heads_window(
+    load: Callable[..., Runtime], live_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heads saw nothing of a reply run plainly; the next prompt gives them their window again
+    instead of re-reading the whole reply, and drafting at depth 3 is still exact."""
+    runtime = load(live_gguf, n_ctx=4096)
+    monkeypatch.setattr(runtime.generator, "auto", lambda _depth: AlwaysOff(3, 16))
+    prompt = runtime.tokenize(PROMPT)
+    first = runtime.generate(prompt, GenerationParams(max_tokens=200, mtp_depth=AUTO))
+    follow_up = [*prompt, *first.token_ids, *runtime.tokenize(" again")[1:]]
+    new = len(follow_up) - len(runtime.generator.cached)  # tokens the cache lacks
+    second = runtime.generate(follow_up, GenerationParams(max_tokens=100, mtp_depth=3))
+    assert second.stats.n_prompt_evaluated <= new + 16 + 2
+    runtime.generator.reset()
+    again = runtime.generate(follow_up, GenerationParams(max_tokens=100, mtp_depth=0))
+    assert second.token_ids == again.token_ids and second.stats.n_accepted > 0

@@ -107,6 +107,7 @@ def run_native_mtp(tool: str, model: Path, depth: int, tokens: int, threads: int
         [tool, *llama_args(model, tokens, threads), "--spec-type", "draft-mtp", "--spec-draft-n-max", str(depth)],
         capture_output=True,
         text=True,
+        errors="replace",
         check=True,
     )
     decoded = re.search(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds", proc.stderr)
@@ -117,21 +118,28 @@ def run_native_mtp(tool: str, model: Path, depth: int, tokens: int, threads: int
     return Run(n / seconds, float(accept.group(1)) / 100 if accept else None)
 
 
-def run_native_loop(tool: str, model: Path, tokens: int, threads: int) -> Run:
-    """llama-completion, greedy: tokens over the time in its decode calls and its sampler."""
-    proc = subprocess.run(
-        [tool, *llama_args(model, tokens, threads), "--ignore-eos", "-no-cnv"],
-        capture_output=True,
-        text=True,
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
-    sampling = re.search(r"sampling time =\s+([\d.]+) ms", proc.stderr)
-    evals = re.search(r"\beval time =\s+([\d.]+) ms /\s+(\d+) runs", proc.stderr)
-    if not sampling or not evals:
-        raise RuntimeError(f"no timings from llama-completion:\n{proc.stderr[-2000:]}")
-    seconds = (float(evals.group(1)) + float(sampling.group(1))) / 1000
-    return Run(int(evals.group(2)) / seconds, None)
+def run_native_loop(tool: str, model: Path, tokens: int, threads: int, tries: int = 3) -> Run:
+    """llama-completion, greedy: tokens over the time in its decode calls and its sampler.
+
+    Its timings go through common_log's asynchronous writer, which is not flushed at exit (the
+    patch build_native.sh applies covers llama-speculative-simple only): a run that lost them is
+    run again.
+    """
+    for _ in range(tries):
+        proc = subprocess.run(
+            [tool, *llama_args(model, tokens, threads), "--ignore-eos", "-no-cnv"],
+            capture_output=True,
+            text=True,
+            errors="replace",  # the generated text may cut a UTF-8 sequence; only the timings are read
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
+        sampling = re.search(r"sampling time =\s+([\d.]+) ms", proc.stderr)
+        evals = re.search(r"\beval time =\s+([\d.]+) ms /\s+(\d+) runs", proc.stderr)
+        if sampling and evals:
+            seconds = (float(evals.group(1)) + float(sampling.group(1))) / 1000
+            return Run(int(evals.group(2)) / seconds, None)
+    raise RuntimeError(f"no timings from llama-completion in {tries} runs:\n{proc.stderr[-2000:]}")
 
 
 def run_native_bench(tool: str, model: Path, tokens: int, threads: int) -> Run:

@@ -67,10 +67,12 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:,.1f} s"
 
 
-def _depth_text(depth: int, requested: object, now: object = None, speedup: object = None) -> str:
+def _depth_text(depth: int, requested: object, now: object = None, speedup: object = None, short: bool = False) -> str:
     if requested == AUTO:  # what Auto is doing now, and what drafting is worth here
         text = {"drafting": "Auto: drafting", "off": "Auto: Off"}.get(str(now), "Auto")
-        return f"{text}, ×{speedup:.2f} vs plain" if isinstance(speedup, float) and now == "drafting" else text
+        if isinstance(speedup, float) and now == "drafting":  # the panel's narrow column: "Auto ×1.22"
+            return f"Auto ×{speedup:.2f}" if short else f"{text}, ×{speedup:.2f} vs plain"
+        return text
     shown = str(depth) if depth > 0 else "Off"
     if isinstance(requested, int) and requested != depth:
         return f"{shown} (asked {requested})"
@@ -551,6 +553,7 @@ class StatsPanel(QWidget):
                 snapshot.get("mtp_depth_requested"),
                 snapshot.get("auto_mode"),
                 snapshot.get("estimated_speedup_vs_plain"),
+                short=True,
             )
         )
         # With MTP off, zero drafts is not a figure worth reading: show it as not applicable.

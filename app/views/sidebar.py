@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
-from PySide6.QtCore import QPoint, Qt, QTimer, Signal, SignalInstance
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, QRect, QSize, Qt, QTimer, Signal, SignalInstance
+from PySide6.QtGui import QFont, QFontMetrics, QPainter, QPalette
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QHBoxLayout,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
     QMenu,
     QPushButton,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QVBoxLayout,
     QWidget,
 )
@@ -21,6 +26,11 @@ from PySide6.QtWidgets import (
 from app.resources import icon
 
 SEARCH_DELAY_MS = 200  # search as you type, without a query per keystroke
+ITEM_PAD_X = 8
+ITEM_PAD_Y = 6
+LINE_GAP = 2
+AnyIndex: TypeAlias = QModelIndex | QPersistentModelIndex
+SubtitleRole = Qt.ItemDataRole.UserRole + 1  # the second line: a matching snippet, or when it was last used
 
 
 class ConversationLike(Protocol):
@@ -28,6 +38,63 @@ class ConversationLike(Protocol):
     title: str
     updated_at: float
     snippet: str
+
+
+class ConversationDelegate(QStyledItemDelegate):
+    """Two lines per conversation, each cut to the list's width with an ellipsis: the title, and a
+    muted line under it (the search snippet, or the date). Rows are as wide as the list, never
+    wider, so the list has no horizontal scroll bar."""
+
+    def _fonts(self, option: QStyleOptionViewItem) -> tuple[QFont, QFont]:
+        title = QFont(option.font)
+        title.setWeight(QFont.Weight.DemiBold)
+        subtitle = QFont(option.font)
+        subtitle.setPointSizeF(option.font.pointSizeF() * 0.88)
+        return title, subtitle
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: AnyIndex) -> QSize:
+        title, subtitle = self._fonts(option)
+        height = QFontMetrics(title).height() + LINE_GAP + QFontMetrics(subtitle).height() + 2 * ITEM_PAD_Y
+        return QSize(1, height)  # width: the view's; a text's width never widens a row
+
+    def lines(self, option: QStyleOptionViewItem, index: AnyIndex) -> tuple[str, str]:
+        """The two lines as drawn in this row: elided to fit."""
+        title_font, subtitle_font = self._fonts(option)
+        width = max(1, option.rect.width() - 2 * ITEM_PAD_X)
+        title = " ".join(str(index.data(Qt.ItemDataRole.DisplayRole) or "").split())
+        subtitle = " ".join(str(index.data(SubtitleRole) or "").split())
+        elide = Qt.TextElideMode.ElideRight
+        return (
+            QFontMetrics(title_font).elidedText(title, elide, width),
+            QFontMetrics(subtitle_font).elidedText(subtitle, elide, width),
+        )
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: AnyIndex) -> None:
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        opt.text = ""  # the style draws the background, selection and focus; the text is drawn here
+        widget = opt.widget
+        style = widget.style() if widget is not None else None
+        if style is not None:
+            style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, widget)
+        title, subtitle = self.lines(option, index)
+        title_font, subtitle_font = self._fonts(option)
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        palette = option.palette
+        text_color = palette.color(QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text)
+        muted = palette.color(QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.PlaceholderText)
+        rect = option.rect.adjusted(ITEM_PAD_X, ITEM_PAD_Y, -ITEM_PAD_X, -ITEM_PAD_Y)
+        title_height = QFontMetrics(title_font).height()
+        painter.save()
+        align = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+        painter.setFont(title_font)
+        painter.setPen(text_color)
+        painter.drawText(QRect(rect.x(), rect.y(), rect.width(), title_height), align, title)
+        painter.setFont(subtitle_font)
+        painter.setPen(muted)
+        top = rect.y() + title_height + LINE_GAP
+        painter.drawText(QRect(rect.x(), top, rect.width(), rect.bottom() - top + 1), align, subtitle)
+        painter.restore()
 
 
 class Sidebar(QWidget):
@@ -52,6 +119,11 @@ class Sidebar(QWidget):
         self.list.setObjectName("conversationList")
         self.list.setAccessibleName("Conversations")
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.setItemDelegate(ConversationDelegate(self.list))
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setUniformItemSizes(True)  # every row is two lines: no per-row measuring
         self.rename_button = QPushButton(icon("edit"), "")
         self.rename_button.setAccessibleName("Rename conversation")
         self.rename_button.setToolTip("Rename (F2)")
@@ -83,7 +155,8 @@ class Sidebar(QWidget):
         self.list.clear()
         for conv in items:
             when = datetime.fromtimestamp(conv.updated_at).strftime("%d %b %H:%M")
-            item = QListWidgetItem(conv.title + (f"\n{conv.snippet}" if conv.snippet else f"\n{when}"))
+            item = QListWidgetItem(conv.title)
+            item.setData(SubtitleRole, conv.snippet or when)
             item.setData(Qt.ItemDataRole.UserRole, conv.id)
             item.setData(Qt.ItemDataRole.AccessibleTextRole, f"{conv.title}, {when}")
             item.setToolTip(conv.title)

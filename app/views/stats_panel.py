@@ -29,14 +29,11 @@ from engine.generate import AUTO
 from engine.stats import MTP_NOTE_TEXT
 
 DASH = "–"
+NOW_HEADING, IDLE_HEADING = "Now", "Last reply"  # the big figure: the rate right now, or the reply's average
+NOW_NAME, IDLE_NAME = "Tokens per second now", "Tokens per second, last reply's average"
 PANEL_WIDTH = 260
 SPARK_POINTS = 120  # 12 s of history at the worker's 10 updates a second
 MTP_OFF_NOTES = ("no_heads", "weights_absent", "depth_zero")  # notes meaning no drafting at all this reply
-_SHORT_REASON = {  # for the one-line summary under a message; the panel shows MTP_NOTE_TEXT in full
-    "no_heads": "the model has no MTP heads",
-    "weights_absent": "MTP weights missing from the file",
-    "depth_zero": "depth set to Off",
-}
 
 _T = TypeVar("_T")
 _Label = TypeVar("_Label", bound=QLabel)
@@ -94,7 +91,10 @@ def _at(values: Sequence[_T], index: int) -> _T | None:
 
 
 def reply_summary(snapshot: Mapping[str, Any]) -> str:
-    """One line for under a finished message: tokens, speed, MTP and time to first token."""
+    """One line for under a finished message: tokens, speed, MTP and time to first token.
+
+    A reply that ran without MTP says nothing about it: the speed panel says once, with the
+    reason, that MTP is off; a line under every reply repeating it would be noise."""
     n = int(snapshot.get("n_predicted") or 0)
     parts = [f"{n:,} token" if n == 1 else f"{n:,} tokens"]
     tps = snapshot.get("tokens_per_second")
@@ -109,9 +109,6 @@ def reply_summary(snapshot: Mapping[str, Any]) -> str:
         if acceptance is not None:
             accepted, drafted = _count(snapshot.get("n_accepted")), _count(snapshot.get("n_drafted"))
             parts.append(f"{_percent(acceptance)} accepted ({accepted}/{drafted})")
-    else:
-        reason = _SHORT_REASON.get(snapshot.get("mtp_note") or "")
-        parts.append(f"MTP off: {reason}" if reason else "MTP off")
     ttft = snapshot.get("ttft_s")
     if ttft is not None:
         parts.append(f"first token {_duration(ttft)}")
@@ -211,7 +208,7 @@ class _Bar(QWidget):
 
 
 class Sparkline(QWidget):
-    """A small line chart of the last SPARK_POINTS tokens/s values, newest on the right."""
+    """A small line chart of the last SPARK_POINTS tokens/s values, oldest at the left, newest on the right."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -245,23 +242,31 @@ class Sparkline(QWidget):
             text = "No tokens generated yet"
         self.setAccessibleDescription(text)
 
+    def plot_area(self) -> QRectF:
+        return QRectF(self.rect()).adjusted(2, 4, -3, -1)  # room for the pen and the end dot
+
+    def points(self, area: QRectF) -> list[QPointF]:
+        """Where the values go: the oldest at the left edge, the newest at the right, whatever their
+        number (a short reply's few points span the width instead of bunching up at the right)."""
+        values = list(self._values)
+        if len(values) == 1:
+            values *= 2  # one value: a level line across
+        top = max(values) * 1.15 or 1.0  # headroom so the peak does not touch the edge
+        step = area.width() / (len(values) - 1)
+        bottom, height = area.bottom(), area.height()
+        return [QPointF(area.left() + i * step, bottom - value / top * height) for i, value in enumerate(values)]
+
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         palette = self.palette()
-        area = QRectF(self.rect()).adjusted(2, 4, -3, -1)  # room for the pen and the end dot
+        area = self.plot_area()
         grid = _tint(palette, 0.18)
         painter.setPen(QPen(grid, 1))
         painter.drawLine(area.bottomLeft(), area.bottomRight())
         if not self._values:
             return
-        top = max(self._values) * 1.15 or 1.0  # headroom so the peak does not touch the edge
-        step = area.width() / (SPARK_POINTS - 1)
-        offset = SPARK_POINTS - len(self._values)  # right-aligned: the newest point sits at the right edge
-        points = [
-            QPointF(area.left() + (offset + i) * step, area.bottom() - value / top * area.height())
-            for i, value in enumerate(self._values)
-        ]
+        points = self.points(area)
         accent = palette.color(QPalette.ColorRole.Highlight)
         line = QPainterPath(points[0])
         for point in points[1:]:
@@ -384,7 +389,7 @@ class StatsPanel(QWidget):
         self.mtp_banner.hide()
 
         # Now
-        self.now_value = _ValueLabel("Tokens per second now")
+        self.now_value = _ValueLabel(NOW_NAME)
         self.now_value.setFont(_scaled_font(self.font(), 2.4, QFont.Weight.Bold))
         self.sparkline = Sparkline()
         now_row = QHBoxLayout()
@@ -418,7 +423,8 @@ class StatsPanel(QWidget):
         column.addWidget(self.prompt_progress)
         column.addWidget(self.mtp_banner)
 
-        column.addWidget(self._heading("Now"))
+        self.now_heading = self._heading(NOW_HEADING)
+        column.addWidget(self.now_heading)
         column.addLayout(now_row)
         column.addWidget(self.sparkline)
 
@@ -491,6 +497,7 @@ class StatsPanel(QWidget):
     def reset(self, n_heads: int) -> None:
         """A new reply starts: every figure back to "–", an empty sparkline."""
         self.last_snapshot = None
+        self._set_live(True)
         for label in (
             self.now_value,
             self.average_value,
@@ -510,6 +517,25 @@ class StatsPanel(QWidget):
         self.head_bars.set_heads(n_heads)
         self.head_bars.set_values([], [], [], 0 if self._model_reason else n_heads)
         self._show_note(None, off=self._model_reason is not None)
+
+    def finish(self, snapshot: Mapping[str, Any] | None = None) -> None:
+        """The reply ended (with its final figures, when it has them): the big figure stops reading
+        "now", which would freeze on the rate of the last two seconds, and shows the reply's average."""
+        if snapshot is not None:
+            self.update_stats(snapshot)
+        self._set_live(False)
+        average = (self.last_snapshot or {}).get("tokens_per_second")
+        self.now_value.show_value(_rate(average))
+
+    def is_live(self) -> bool:
+        """True while a reply runs (the big figure is the rate now), False after it ended."""
+        return self.now_heading.text() == NOW_HEADING
+
+    def _set_live(self, live: bool) -> None:
+        heading = NOW_HEADING if live else IDLE_HEADING
+        if self.now_heading.text() != heading:
+            self.now_heading.setText(heading)
+            self.now_value.setAccessibleName(NOW_NAME if live else IDLE_NAME)
 
     def set_prompt_progress(self, done: int, total: int) -> None:
         """Prompt processing: the bar shows only while tokens remain to be read."""

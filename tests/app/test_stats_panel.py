@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtGui import QPixmap
+from PySide6.QtGui import QColor, QPalette, QPixmap
 from PySide6.QtWidgets import QApplication, QLabel
 from pytestqt.qtbot import QtBot
 
@@ -159,6 +159,49 @@ def test_sparkline_gets_one_point_per_live_update(panel: StatsPanel, clock: Cloc
     assert len(set(points)) > 5 and all(p > 0 for p in points)
 
 
+def test_when_the_reply_ends_the_big_figure_is_its_average(panel: StatsPanel, clock: Clock) -> None:
+    # The rate of the last two seconds differs from the whole reply's: slow steps first, fast ones last.
+    durations = [0.12] * 30 + [0.03] * 30
+    final = generate(panel, clock, new_stats(clock), PATTERN * 6, step_s=durations)
+    panel.update_stats(final)
+    assert panel.now_heading.text() == "Now" and panel.is_live()
+    assert panel.now_value.text() == f"{final['window_tokens_per_second']:.1f}"
+    assert final["window_tokens_per_second"] != pytest.approx(final["tokens_per_second"], rel=0.05)
+
+    panel.finish(final)
+    average = f"{final['tokens_per_second']:.1f}"
+    assert not panel.is_live() and panel.now_heading.text() == "Last reply"
+    assert panel.now_value.text() == average == panel.average_value.text().removesuffix(" tok/s")
+    assert panel.now_value.accessibleDescription() == f"Tokens per second, last reply's average: {average}"
+
+    panel.reset(3)  # the next reply: live again
+    assert panel.is_live() and panel.now_heading.text() == "Now" and panel.now_value.text() == "–"
+
+
+def test_sparkline_starts_at_the_left_edge(qtbot: QtBot) -> None:
+    spark = Sparkline()
+    qtbot.addWidget(spark)
+    spark.resize(240, 48)
+    for value in (40.0, 60.0, 55.0, 70.0, 65.0):  # a short reply: five updates of 120
+        spark.add_point(value)
+    area = spark.plot_area()
+    points = spark.points(area)
+    assert points[0].x() == pytest.approx(area.left()) and points[-1].x() == pytest.approx(area.right())
+
+    # What is drawn: the accent line and its shade reach the left edge, not only the right third.
+    image = spark.grab().toImage()
+    accent = spark.palette().color(QPalette.ColorRole.Highlight)
+
+    def inked(x: int) -> bool:
+        return any(_near(image.pixelColor(x, y), accent) for y in range(4, image.height() - 2))
+
+    assert inked(4) and inked(image.width() // 3) and inked(image.width() - 6)
+
+
+def _near(a: QColor, b: QColor) -> bool:
+    return abs(a.red() - b.red()) + abs(a.green() - b.green()) + abs(a.blue() - b.blue()) < 60
+
+
 def test_sparkline_keeps_only_the_recent_points(qtbot: QtBot) -> None:
     spark = Sparkline()
     qtbot.addWidget(spark)
@@ -300,12 +343,11 @@ def test_reply_summary(clock: Clock, panel: StatsPanel) -> None:
     assert reply_summary(final) == "162 tokens · 67.5 tok/s · MTP depth 3 · 57% accepted (102/180) · first token 160 ms"
 
     off = generate(panel, clock, new_stats(clock, depth=0, requested=0, note="depth_zero"), [0] * 40)
-    assert reply_summary(off) == "40 tokens · 25.0 tok/s · MTP off: depth set to Off · first token 160 ms"
+    # MTP off: the speed panel says so, with the reason; the line under the reply does not repeat it.
+    assert reply_summary(off) == "40 tokens · 25.0 tok/s · first token 160 ms"
 
     no_heads = dict(off, mtp_note="no_heads", ttft_s=1.234)
-    assert (
-        reply_summary(no_heads) == "40 tokens · 25.0 tok/s · MTP off: the model has no MTP heads · first token 1.23 s"
-    )
+    assert reply_summary(no_heads) == "40 tokens · 25.0 tok/s · first token 1.23 s"
 
     one = new_stats(clock)
     clock.advance(0.3)

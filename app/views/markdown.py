@@ -19,7 +19,7 @@ from pygments.lexer import Lexer  # type: ignore[import-untyped]
 from pygments.lexers import get_lexer_by_name  # type: ignore[import-untyped]
 from pygments.token import Comment, Keyword, Name, Number, Operator, String, _TokenType  # type: ignore[import-untyped]
 from pygments.util import ClassNotFound  # type: ignore[import-untyped]
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt
 from PySide6.QtGui import (
     QAbstractTextDocumentLayout,
     QBrush,
@@ -28,6 +28,7 @@ from PySide6.QtGui import (
     QFontMetricsF,
     QPainter,
     QPalette,
+    QPixmap,
     QTextBlock,
     QTextBlockFormat,
     QTextCharFormat,
@@ -39,9 +40,13 @@ from PySide6.QtGui import (
     QTextTable,
 )
 
+from app.resources import tinted_pixmap
+
 CODE_PAD = 10.0  # inside a code block's background
 CODE_GAP = 8.0  # between a code block's background and the text around it
 CODE_RADIUS = 8.0
+COPY_PAD_X = 7.0  # inside a code block's Copy button
+COPY_ICON_GAP = 4.0
 CODE_SCALE = 0.92  # monospace looks larger than the body font at the same size
 LINE_HEIGHT = 135  # percent: prose reads easier with air between lines
 CODE_LINE_HEIGHT = 115
@@ -143,6 +148,11 @@ def _token_role(ttype: _TokenType) -> str | None:
 
 
 @cache
+def _copy_icon(side: int, rgba: int, ratio: float) -> QPixmap:
+    return tinted_pixmap("copy", QSize(side, side), QColor.fromRgba(rgba), ratio)
+
+
+@cache
 def _lexer(language: str) -> Lexer | None:
     try:
         return get_lexer_by_name(language, stripnl=False, ensurenl=False)
@@ -204,10 +214,15 @@ def _merge(doc: QTextDocument, start: int, end: int, fmt: QTextCharFormat) -> No
     cursor.mergeCharFormat(fmt)
 
 
+COPY_CAPTION, COPIED_CAPTION = "Copy", "Copied"
+
+
 @dataclass(frozen=True)
 class CodeBox:
     rect: QRectF  # background, document coordinates
     language: str
+    code: str  # the block's text, as Copy puts it on the clipboard
+    copy_rect: QRectF  # its Copy button, top right in the box's header line
 
 
 class RenderedText:
@@ -260,8 +275,8 @@ class RenderedText:
             self._decorate()
 
     def _label_space(self, language: str) -> float:
-        """Room above the code for its language label."""
-        return self._label_height + 4 if language else 0.0
+        """Room above the code for its header line: the language label and the Copy button."""
+        return self._label_height + 4
 
     # Building ---------------------------------------------------------------------
 
@@ -407,12 +422,19 @@ class RenderedText:
         """Where code backgrounds and quote bars go at the current width."""
         layout = self.doc.documentLayout()
         width = self.doc.textWidth()
+        metrics = QFontMetricsF(self._label_font)
+        icon = self._copy_icon_size()
+        captions = max(metrics.horizontalAdvance(c) for c in (COPY_CAPTION, COPIED_CAPTION))
+        copy_width = icon + COPY_ICON_GAP + captions + 2 * COPY_PAD_X
         self.code_boxes = []
         for language, blocks in self._groups:
             # blockBoundingRect excludes the vertical margins; the box keeps CODE_PAD of them.
             top = layout.blockBoundingRect(blocks[0]).top() - CODE_PAD - self._label_space(language)
             bottom = layout.blockBoundingRect(blocks[-1]).bottom() + CODE_PAD
-            self.code_boxes.append(CodeBox(QRectF(0, top, width, bottom - top), language))
+            box = QRectF(0, top, width, bottom - top)
+            button = QRectF(box.right() - CODE_PAD / 2 - copy_width, top + 3, copy_width, self._label_height + 4)
+            code = "\n".join(block.text() for block in blocks)
+            self.code_boxes.append(CodeBox(box, language, code, button))
         self.quote_bars = []
         for block in self._quotes:
             rect = layout.blockBoundingRect(block)
@@ -421,22 +443,26 @@ class RenderedText:
 
     # Painting ---------------------------------------------------------------------
 
-    def draw(self, painter: QPainter, origin: QPointF, color: QColor) -> None:
-        """Paint at origin with color as the default text colour."""
+    def draw(
+        self, painter: QPainter, origin: QPointF, color: QColor, *, hovered_copy: int = -1, copied: int = -1
+    ) -> None:
+        """Paint at origin with color as the default text colour; hovered_copy and copied: which code
+        block's Copy button is under the pointer, and which one was just clicked (it says "Copied")."""
         painter.save()
         painter.translate(origin)
         painter.setPen(Qt.PenStyle.NoPen)
         for bar in self.quote_bars:
             painter.fillRect(bar, blend(self.theme.base, self.theme.muted, 0.6))
-        for box in self.code_boxes:
+        for index, box in enumerate(self.code_boxes):
             painter.setBrush(self.theme.code_bg)
             painter.drawRoundedRect(box.rect, CODE_RADIUS, CODE_RADIUS)
+            painter.setFont(self._label_font)
             if box.language:
-                painter.setFont(self._label_font)
                 painter.setPen(self.theme.muted)
                 label = box.rect.adjusted(CODE_PAD, CODE_PAD * 0.6, -CODE_PAD, 0)
                 painter.drawText(label, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop, box.language)
-                painter.setPen(Qt.PenStyle.NoPen)
+            self._draw_copy(painter, box, hovered=index == hovered_copy, copied=index == copied)
+            painter.setPen(Qt.PenStyle.NoPen)
         context = QAbstractTextDocumentLayout.PaintContext()
         palette = QPalette(context.palette)
         palette.setColor(QPalette.ColorRole.Text, color)
@@ -444,3 +470,23 @@ class RenderedText:
         context.palette = palette
         self.doc.documentLayout().draw(painter, context)
         painter.restore()
+
+    def _copy_icon_size(self) -> int:
+        return round(self._label_height * 0.8)
+
+    def _draw_copy(self, painter: QPainter, box: CodeBox, *, hovered: bool, copied: bool) -> None:
+        if hovered:
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(blend(self.theme.code_bg, self.theme.text, 0.1))
+            painter.drawRoundedRect(box.copy_rect, 5, 5)
+        color = self.theme.text if hovered or copied else self.theme.muted
+        side = self._copy_icon_size()
+        device = painter.device()
+        ratio = device.devicePixelRatioF() if device is not None else 1.0
+        icon = _copy_icon(side, color.rgba(), ratio)
+        rect = box.copy_rect.adjusted(COPY_PAD_X, 0, -COPY_PAD_X, 0)
+        painter.drawPixmap(QPointF(rect.left(), rect.center().y() - side / 2), icon)
+        painter.setPen(color)
+        caption = COPIED_CAPTION if copied else COPY_CAPTION
+        text_rect = rect.adjusted(side + COPY_ICON_GAP, 0, 0, 0)
+        painter.drawText(text_rect, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, caption)

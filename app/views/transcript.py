@@ -59,8 +59,10 @@ from PySide6.QtGui import (
     QAction,
     QColor,
     QContextMenuEvent,
+    QCursor,
     QFont,
     QFontMetrics,
+    QHelpEvent,
     QKeyEvent,
     QKeySequence,
     QMouseEvent,
@@ -76,10 +78,12 @@ from PySide6.QtWidgets import (
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
+    QToolTip,
     QWidget,
 )
 
 from app.views.markdown import LINE_HEIGHT, RenderedText, Theme, blend
+from app.views.message_actions import ACTION_SIZE, ActionPainter, MessageAction, action_row
 
 KINDS = ("answer", "reasoning")
 ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System"}
@@ -108,6 +112,7 @@ REASONING_INDENT = 16
 GAP = 8
 BADGE_PAD = 7
 FOCUS_MARGIN = 6
+COPIED_MS = 1500  # how long a code block's button says "Copied"
 
 AnyIndex: TypeAlias = QModelIndex | QPersistentModelIndex
 
@@ -346,6 +351,7 @@ class RowLayout:
     footer: QRect | None = None
     badge: str = ""
     summary: str = ""
+    actions: list[MessageAction] = field(default_factory=list)  # shown while the pointer is over the row
 
 
 def thought_label(state: RowState) -> str:
@@ -354,8 +360,17 @@ def thought_label(state: RowState) -> str:
     seconds = state.message.thought_seconds
     if seconds is None:
         return "Thought"
-    n = max(1, round(seconds))
-    return f"Thought for {n} s" if n < 60 else f"Thought for {n // 60} min {n % 60} s"
+    return f"Thought for {thought_duration(seconds)}"
+
+
+def thought_duration(seconds: float) -> str:
+    """How long a reply thought, as a person would say it: "a moment", "0.4 s", "12 s", "2 min 5 s"."""
+    if seconds < 0.05:
+        return "a moment"
+    if seconds < 0.95:  # tenths below a second: "1 s" for a 0.12 s thought would be five times too long
+        return f"{seconds:.1f} s"
+    n = round(seconds)
+    return f"{n} s" if n < 60 else f"{n // 60} min {n % 60} s"
 
 
 class TranscriptDelegate(QStyledItemDelegate):
@@ -370,6 +385,7 @@ class TranscriptDelegate(QStyledItemDelegate):
         self._estimates: dict[int, tuple[int, int, int]] = {}
         self._theme: Theme | None = None
         self._metrics: tuple[int, int] | None = None  # line spacing, average character width
+        self._actions = ActionPainter()
 
     def reset(self) -> None:
         """Forget every layout and height (new conversation, palette or font)."""
@@ -425,8 +441,8 @@ class TranscriptDelegate(QStyledItemDelegate):
             height += line + 2 * HEADER_PAD + GAP
             if state.is_expanded:
                 height += line * lines(state.text("reasoning")) + GAP
-        if state.summary or state.status in BADGES:
-            height += line + GAP
+        if state.role == "assistant" and state.status != "streaming":
+            height += max(line, ACTION_SIZE) + GAP
         return height
 
     # Layout ------------------------------------------------------------------------------
@@ -468,6 +484,8 @@ class TranscriptDelegate(QStyledItemDelegate):
         outer_w = inner_w + 2 * BUBBLE_PAD_X
         bubble = QRect(x + column - outer_w, ROW_PAD, outer_w, inner_h + 2 * BUBBLE_PAD_Y)
         layout = RowLayout(height=0, frame=bubble, answer=text, bubble=bubble)
+        # Beside the bubble, level with its last line: the row does not grow for them.
+        layout.actions = action_row("user", bubble.left() - GAP, bubble.bottom() + 1 - ACTION_SIZE - BUBBLE_PAD_Y // 2)
         layout.answer_pos = QPointF(bubble.x() + BUBBLE_PAD_X, bubble.y() + BUBBLE_PAD_Y)
         self._finish(layout, state, bubble.bottom() + 1, x + column - bubble.width(), bubble.width())
         return layout
@@ -514,13 +532,19 @@ class TranscriptDelegate(QStyledItemDelegate):
         return layout
 
     def _finish(self, layout: RowLayout, state: RowState, y: int, x: int, width: int) -> None:
-        """Add the footer (status badge, stats summary) under the message and set the height."""
+        """Add the footer (status badge, stats summary; a finished reply's action buttons at its right)
+        under the message and set the height."""
         layout.badge = BADGES.get(state.status, "")
         if state.status != "streaming":
             layout.summary = state.summary
-        if layout.badge or layout.summary:
-            layout.footer = QRect(x, y + GAP // 2, width, QFontMetrics(self._small_font()).height() + 4)
+        text_height = QFontMetrics(self._small_font()).height() + 4
+        reply_done = state.role == "assistant" and state.status != "streaming"
+        if layout.badge or layout.summary or reply_done:
+            height = max(text_height, ACTION_SIZE) if reply_done else text_height
+            layout.footer = QRect(x, y + GAP // 2, width, height)
             y = layout.footer.bottom() + 1
+            if reply_done:
+                layout.actions = action_row("assistant", x + width, layout.footer.y())
         layout.height = y + ROW_PAD
 
     def _small_font(self) -> QFont:
@@ -552,19 +576,36 @@ class TranscriptDelegate(QStyledItemDelegate):
             painter.drawRoundedRect(QRectF(layout.bubble), BUBBLE_RADIUS, BUBBLE_RADIUS)
         if layout.header is not None:
             self._paint_header(painter, layout, theme)
+        row = index.row()
+        hovered = self._view.hovered_target(row)
+        copied = self._view.copied_code(row)
         if layout.reasoning is not None:
             top = layout.reasoning_pos.y()
             header = layout.header or QRect()
             bar = QRectF(header.x() + _chevron_radius(header), top, 2, layout.reasoning.height)  # under the chevron
             painter.fillRect(bar, blend(theme.base, theme.muted, 0.45))
-            layout.reasoning.draw(painter, layout.reasoning_pos, theme.muted)
+            layout.reasoning.draw(
+                painter,
+                layout.reasoning_pos,
+                theme.muted,
+                hovered_copy=_code_index(hovered, "reasoning"),
+                copied=_code_index(copied, "reasoning"),
+            )
         if layout.answer is not None:
-            layout.answer.draw(painter, layout.answer_pos, layout.answer_color or theme.text)
+            layout.answer.draw(
+                painter,
+                layout.answer_pos,
+                layout.answer_color or theme.text,
+                hovered_copy=_code_index(hovered, "answer"),
+                copied=_code_index(copied, "answer"),
+            )
         if layout.placeholder is not None:
             painter.setPen(theme.muted)
             painter.drawText(layout.placeholder, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, "…")
         if layout.footer is not None:
             self._paint_footer(painter, layout, theme)
+        if hovered is not None and layout.actions:
+            self._actions.paint(painter, layout.actions, theme, hovered, self._view.hidden_actions())
         painter.restore()
 
     def _paint_header(self, painter: QPainter, layout: RowLayout, theme: Theme) -> None:
@@ -595,9 +636,13 @@ class TranscriptDelegate(QStyledItemDelegate):
         fm = QFontMetrics(font)
         painter.setFont(font)
         rect = QRect(layout.footer)
+        if layout.actions:  # room for the buttons, drawn only while the pointer is over the row
+            rect.setRight(layout.actions[0].rect.left() - GAP)
         if layout.badge:
             color = theme.error if layout.badge == BADGES["error"] else theme.muted
-            pill = QRect(rect.x(), rect.y(), fm.horizontalAdvance(layout.badge) + 2 * BADGE_PAD, rect.height())
+            pill_height = min(rect.height(), fm.height() + 4)
+            pill_top = rect.y() + (rect.height() - pill_height) // 2
+            pill = QRect(rect.x(), pill_top, fm.horizontalAdvance(layout.badge) + 2 * BADGE_PAD, pill_height)
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(blend(theme.base, color, 0.16))
             painter.drawRoundedRect(QRectF(pill), pill.height() / 2, pill.height() / 2)
@@ -612,6 +657,33 @@ class TranscriptDelegate(QStyledItemDelegate):
     def header_rect(self, row: int) -> QRect | None:
         """The reasoning toggle of a row, in row coordinates, when it has one."""
         return self.layout(row).header
+
+    def targets(self, row: int) -> list[tuple[str, QRect]]:
+        """What can be clicked in a row besides the reasoning toggle, in row coordinates: the action
+        buttons ("copy", "edit", "regenerate") and each code block's Copy ("code:answer:0", ...)."""
+        layout = self.layout(row)
+        out = [(action.name, action.rect) for action in layout.actions]
+        for kind, text, origin in (
+            ("reasoning", layout.reasoning, layout.reasoning_pos),
+            ("answer", layout.answer, layout.answer_pos),
+        ):
+            for i, box in enumerate(text.code_boxes if text is not None else ()):
+                out.append((f"code:{kind}:{i}", box.copy_rect.translated(origin).toAlignedRect()))
+        return out
+
+    def code_text(self, row: int, target: str) -> str:
+        """The text of the code block a "code:<kind>:<n>" target names."""
+        _, kind, number = target.split(":")
+        layout = self.layout(row)
+        text = layout.answer if kind == "answer" else layout.reasoning
+        return text.code_boxes[int(number)].code if text is not None else ""
+
+
+def _code_index(target: str | None, kind: str) -> int:
+    """The code block a target names in this text ("code:answer:2" -> 2 for "answer"), else -1."""
+    if target and target.startswith(f"code:{kind}:"):
+        return int(target.rsplit(":", 1)[1])
+    return -1
 
 
 def _chevron_radius(header: QRect) -> float:
@@ -633,6 +705,7 @@ class TranscriptView(QListView):
     sig_copy_requested = Signal(int)  # row
     sig_regenerate_requested = Signal(int)
     sig_edit_requested = Signal(int)
+    sig_copy_text_requested = Signal(str)  # a code block's Copy button: its text
 
     def __init__(self, model: TranscriptModel | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -644,6 +717,13 @@ class TranscriptView(QListView):
         self._settle_timer = QTimer(self)
         self._settle_timer.setSingleShot(True)
         self._settle_timer.timeout.connect(self._settle)
+        self._hover: tuple[int, str] | None = None  # the row under the pointer, and the button there ("" none)
+        self._copied: tuple[int, str] | None = None  # (row uid, code target) just copied: it says "Copied"
+        self._copied_timer = QTimer(self)
+        self._copied_timer.setSingleShot(True)
+        self._copied_timer.setInterval(COPIED_MS)
+        self._copied_timer.timeout.connect(self._clear_copied)
+        self._busy_reply = False  # a reply is being generated: Edit and Regenerate are not offered
         self._delegate = TranscriptDelegate(self)
         self.setItemDelegate(self._delegate)
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
@@ -721,6 +801,68 @@ class TranscriptView(QListView):
     def request_settle(self) -> None:
         self._settle_timer.start(0)
 
+    def set_busy(self, busy: bool) -> None:
+        """A reply is being generated: the hover buttons offer Copy only (Edit and Regenerate would wait)."""
+        if busy != self._busy_reply:
+            self._busy_reply = busy
+            self.viewport().update()
+
+    def hidden_actions(self) -> frozenset[str]:
+        return frozenset({"edit", "regenerate"}) if self._busy_reply else frozenset()
+
+    # Hover buttons -------------------------------------------------------------------------
+
+    def hovered_target(self, row: int) -> str | None:
+        """None when the pointer is not over this row; else the button under it ("" for none)."""
+        return self._hover[1] if self._hover is not None and self._hover[0] == row else None
+
+    def copied_code(self, row: int) -> str | None:
+        """The code block in this row whose Copy was just clicked, if any."""
+        if self._copied is None or self._model is None or not 0 <= row < self._model.rowCount():
+            return None
+        return self._copied[1] if self._copied[0] == self._model.state(row).uid else None
+
+    def target_at(self, pos: QPoint) -> tuple[int, str] | None:
+        """The row at a viewport position, with the button there ("" when none); None off the rows."""
+        index = self.indexAt(pos)
+        if not index.isValid():
+            return None
+        row = int(index.row())
+        local = pos - self.visualRect(index).topLeft() - QPoint(self.content_shift(), 0)
+        for name, rect in self._delegate.targets(row):
+            if name in self.hidden_actions():
+                continue
+            if rect.contains(local):
+                return row, name
+        return row, ""
+
+    def _set_hover(self, hover: tuple[int, str] | None) -> None:
+        if hover == self._hover:
+            return
+        for previous_or_new in (self._hover, hover):
+            if previous_or_new is not None and self._model is not None:
+                self.viewport().update(self.visualRect(self.transcript_model.index(previous_or_new[0])))
+        self._hover = hover
+
+    def _click_target(self, row: int, target: str) -> None:
+        if target.startswith("code:"):
+            self.sig_copy_text_requested.emit(self._delegate.code_text(row, target))
+            self._copied = (self.transcript_model.state(row).uid, target)
+            self._copied_timer.start()
+            self.viewport().update(self.visualRect(self.transcript_model.index(row)))
+            return
+        self.setCurrentIndex(self.transcript_model.index(row))
+        signal = {
+            "copy": self.sig_copy_requested,
+            "edit": self.sig_edit_requested,
+            "regenerate": self.sig_regenerate_requested,
+        }[target]
+        signal.emit(row)
+
+    def _clear_copied(self) -> None:
+        self._copied = None
+        self.viewport().update()
+
     # Actions -----------------------------------------------------------------------------
 
     def _action(self, text: str, keys: str | QKeySequence.StandardKey | None, emit: Callable[[int], object]) -> QAction:
@@ -792,7 +934,14 @@ class TranscriptView(QListView):
         return None
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
-        row = self._header_at(event.position().toPoint()) if event.button() == Qt.MouseButton.LeftButton else None
+        pos = event.position().toPoint()
+        left = event.button() == Qt.MouseButton.LeftButton
+        target = self.target_at(pos) if left else None
+        if target is not None and target[1]:
+            self._click_target(*target)
+            event.accept()
+            return
+        row = self._header_at(pos) if left else None
         if row is None:
             super().mousePressEvent(event)
             return
@@ -801,9 +950,31 @@ class TranscriptView(QListView):
         event.accept()
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
-        over = self._header_at(event.position().toPoint()) is not None
+        pos = event.position().toPoint()
+        target = self.target_at(pos)
+        self._set_hover(target)
+        over = self._header_at(pos) is not None or bool(target and target[1])
         self.viewport().setCursor(Qt.CursorShape.PointingHandCursor if over else Qt.CursorShape.ArrowCursor)
         super().mouseMoveEvent(event)
+
+    def viewportEvent(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Leave:
+            self._set_hover(None)
+        elif event.type() == QEvent.Type.ToolTip and isinstance(event, QHelpEvent):
+            target = self.target_at(event.pos())
+            tip = self._tooltip(*target) if target is not None else ""
+            if tip:
+                QToolTip.showText(event.globalPos(), tip, self.viewport())
+            else:
+                QToolTip.hideText()
+            return True
+        return super().viewportEvent(event)
+
+    def _tooltip(self, row: int, target: str) -> str:
+        if target.startswith("code:"):
+            return "Copy the code"
+        layout = self._delegate.layout(row)
+        return next((action.tooltip for action in layout.actions if action.name == target), "")
 
     # Layout: lazy exact heights, anchored ------------------------------------------------
 
@@ -901,9 +1072,12 @@ class TranscriptView(QListView):
             return
         self._following = value >= self.verticalScrollBar().maximum() - FOLLOW_SLACK
         self._settle()
+        if self._hover is not None:  # the rows moved under a still pointer
+            self._set_hover(self.target_at(self.viewport().mapFromGlobal(QCursor.pos())))
 
     def _on_reset(self) -> None:
         self._delegate.reset()
+        self._hover = None
         self._following = True  # a conversation opens at its latest message
         self._update_actions()
 

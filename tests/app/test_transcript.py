@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QModelIndex, Qt
-from PySide6.QtGui import QColor, QFont, QPixmap, QTextCursor, QTextFormat
+from PySide6.QtCore import QModelIndex, QPoint, QRect, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QImage, QPixmap, QTextCursor, QTextFormat
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
@@ -25,6 +25,7 @@ from app.views.transcript import (
     TranscriptDelegate,
     TranscriptModel,
     TranscriptView,
+    thought_duration,
 )
 
 WORDS = ["the", "model", "drafts", "tokens", "ahead", "and", "the", "trunk", "verifies", "them", "in", "one", "pass"]
@@ -341,7 +342,7 @@ def test_reasoning_is_expanded_while_streaming_and_collapses_when_done(make_view
     model.update_message(row, final)
     model.set_summary(row, "40.0 tok/s · 3 tokens")
     done = view.delegate.layout(row)
-    assert done.reasoning is None and done.header_text == "Thought for 1 s"
+    assert done.reasoning is None and done.header_text == "Thought for 0.4 s"
     assert done.summary == "40.0 tok/s · 3 tokens" and done.badge == ""
     assert model.data(model.index(row), TranscriptModel.SummaryRole) == "40.0 tok/s · 3 tokens"
 
@@ -497,6 +498,105 @@ def test_context_menu_actions_emit_the_row(qtbot: QtBot, make_view: Any) -> None
     assert regenerate.args == [1]
 
 
+def at_rect(view: TranscriptView, row: int, rect: QRect) -> QRect:
+    """A rectangle in a row's coordinates, in the viewport's."""
+    return rect.translated(
+        view.visualRect(view.transcript_model.index(row)).topLeft() + QPoint(view.content_shift(), 0)
+    )
+
+
+def at(view: TranscriptView, row: int, rect: QRect) -> QPoint:
+    return at_rect(view, row, rect).center()
+
+
+def snapshot(view: TranscriptView, row: int, rect: QRect) -> QImage:
+    """What is drawn there."""
+    return view.viewport().grab(at_rect(view, row, rect)).toImage()
+
+
+def inked(image: QImage, background: QColor) -> int:
+    """How many pixels differ clearly from the background."""
+    count = 0
+    for y in range(image.height()):
+        for x in range(image.width()):
+            c = image.pixelColor(x, y)
+            if (
+                abs(c.red() - background.red())
+                + abs(c.green() - background.green())
+                + abs(c.blue() - background.blue())
+                > 60
+            ):
+                count += 1
+    return count
+
+
+def test_each_message_shows_its_actions_on_hover(qtbot: QtBot, make_view: Any) -> None:
+    model, view = make_view([Msg(1, 1, "user", "Question?"), Msg(2, 1, "assistant", "Answer.")])
+    model.set_summary(1, "3 tokens · 40.0 tok/s")
+    delegate = view.delegate
+    assert [a.name for a in delegate.layout(0).actions] == ["copy", "edit"]
+    assert [a.name for a in delegate.layout(1).actions] == ["copy", "regenerate"]
+    base = view.palette().color(view.viewport().backgroundRole())
+    reply_actions = delegate.layout(1).actions
+    strip = reply_actions[0].rect.united(reply_actions[-1].rect)
+    heights = [delegate.layout(r).height for r in range(2)]
+
+    # Not drawn until the pointer is over the message; drawn then, and the text does not move.
+    assert inked(snapshot(view, 1, strip), base) == 0
+    qtbot.mouseMove(view.viewport(), at(view, 1, delegate.layout(1).frame))
+    assert view.hovered_target(1) == "" and view.hovered_target(0) is None
+    assert inked(snapshot(view, 1, strip), base) > 20
+    assert [delegate.layout(r).height for r in range(2)] == heights
+
+    with qtbot.waitSignal(view.sig_regenerate_requested) as regenerate:
+        qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=at(view, 1, reply_actions[1].rect))
+    assert regenerate.args == [1]
+    with qtbot.waitSignal(view.sig_copy_requested) as copy:
+        qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=at(view, 1, reply_actions[0].rect))
+    assert copy.args == [1]
+
+    user_actions = delegate.layout(0).actions
+    qtbot.mouseMove(view.viewport(), at(view, 0, user_actions[1].rect))
+    assert view.hovered_target(0) == "edit" and view.hovered_target(1) is None
+    assert inked(snapshot(view, 1, strip), base) == 0  # the reply's buttons went with the pointer
+    assert inked(snapshot(view, 0, user_actions[0].rect.united(user_actions[1].rect)), base) > 20
+    with qtbot.waitSignal(view.sig_edit_requested) as edit:
+        qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=at(view, 0, user_actions[1].rect))
+    assert edit.args == [0]
+
+    view.set_busy(True)  # a reply is being generated: only Copy is offered
+    assert view.target_at(at(view, 0, user_actions[1].rect)) == (0, "")
+    assert view.target_at(at(view, 0, user_actions[0].rect)) == (0, "copy")
+
+
+def test_code_blocks_have_a_copy_button(qtbot: QtBot, make_view: Any) -> None:
+    _, view = make_view([Msg(1, 1, "user", "How?"), Msg(2, 1, "assistant", CODE_ANSWER)])
+    layout = view.delegate.layout(1)
+    assert layout.answer is not None
+    (box,) = layout.answer.code_boxes
+    assert box.code == (
+        "def reverse(text: str) -> str:\n    # slicing walks the string backwards\n    return text[::-1]"
+    )
+    button = box.copy_rect.translated(layout.answer_pos).toAlignedRect()
+    assert box.rect.translated(layout.answer_pos).contains(QRectF(button))  # inside the code's box, at its top right
+    assert button.right() > box.rect.translated(layout.answer_pos).center().x()
+    # Drawn whether or not the pointer is over the message: a code block always shows how to copy it.
+    assert inked(snapshot(view, 1, button), layout.answer.theme.code_bg) > 10
+
+    with qtbot.waitSignal(view.sig_copy_text_requested) as copied:
+        qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=at(view, 1, button))
+    assert copied.args == [box.code]
+    assert view.copied_code(1) == "code:answer:0" and view.copied_code(0) is None  # it says "Copied" a moment
+
+
+@pytest.mark.parametrize(
+    ("seconds", "label"),
+    [(0.02, "a moment"), (0.12, "0.1 s"), (0.4, "0.4 s"), (0.96, "1 s"), (12.4, "12 s"), (125.0, "2 min 5 s")],
+)
+def test_thought_for_says_tenths_below_a_second(seconds: float, label: str) -> None:
+    assert thought_duration(seconds) == label
+
+
 def test_keyboard_shortcuts_act_on_the_current_message(qtbot: QtBot, make_view: Any) -> None:
     model, view = make_view([Msg(1, 1, "user", "Question?"), Msg(2, 1, "assistant", "Answer.")])
     focus(qtbot, view)
@@ -580,8 +680,9 @@ def test_screenshot(qtbot: QtBot, theme: str, palette_factory: Any, screenshot_d
             ),
         ]
     )
-    model.set_summary(1, "41.8 tok/s · 96 tokens · 2.6 accepted per step · 0.21 s to first token")
-    model.set_summary(3, "39.5 tok/s · 18 tokens")
+    # The lines as reply_summary writes them under real replies.
+    model.set_summary(1, "96 tokens · 41.8 tok/s · MTP depth 3 · 72% accepted (64/89) · first token 210 ms")
+    model.set_summary(3, "18 tokens · 39.5 tok/s · MTP depth 3 · 69% accepted (11/16) · first token 190 ms")
     view.resize(760, 460)
     view.show()
     qtbot.waitExposed(view)

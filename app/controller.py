@@ -20,7 +20,7 @@ from PySide6.QtCore import QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
-from app.model_files import ModelChoice, engine_paths, recent_with, remembered
+from app.model_files import ModelChoice, display_name, engine_paths, recent_with, remembered
 from app.settings import LoadResult, Settings, SettingsError, save_settings, validate
 from app.store import ConversationStore, Message, StoreError
 from app.theme import apply_theme
@@ -155,6 +155,7 @@ class ChatController(QObject):
         w.transcript.sig_copy_requested.connect(self.copy_message)
         w.transcript.sig_regenerate_requested.connect(self.regenerate)
         w.transcript.sig_edit_requested.connect(self.edit_message)
+        w.transcript.sig_copy_text_requested.connect(self.copy_text)
         w.transcript.set_tint_drafts(self.settings.tint_drafts)
         self._notice_actions: tuple[Any, Any] = (None, None)
 
@@ -237,7 +238,7 @@ class ChatController(QObject):
         self.window.composer.set_ready(False)
         self.window.notice.hide()
         name = "demo" if model_path == DEMO_NAME else Path(self.settings.model_path).name
-        self.window.model_label.setText(f"Loading {name}…")
+        self.window.show_model(f"Loading {name}…")
         self.window.set_loading(True, 0.0, "Reading the model")
         mtp = engine_paths(mtp_path) if mtp_path else None
         request = LoadRequest(path, mtp, self.settings.load_options(), check_memory=check_memory)
@@ -268,15 +269,15 @@ class ChatController(QObject):
             mtp = str(info.mtp_path) if info.mtp_path else self.settings.mtp_model_path
             if (str(info.path), mtp) != (self.settings.model_path, self.settings.mtp_model_path):
                 self._remember(str(info.path), mtp)
-        name = "Stride demo" if self.settings.model_path == DEMO_NAME else (info.name or info.path.name)
+        demo = self.settings.model_path == DEMO_NAME
+        name = "Stride demo" if demo else display_name(info.name, info.path, info.quantization)
         heads = f"MTP {loaded.n_heads} heads" if loaded.n_heads else "no MTP"
-        w.model_label.setText(f"{name} · {info.quantization} · {heads}")
-        w.model_label.setAccessibleDescription(w.model_label.text())
+        details = f"{info.quantization} · {heads}"
+        w.show_model(f"{name} · {details}", f"{info.name or info.path.name} · {details}\n{info.path}")
         w.status_label.setText("Ready")
         reason = None
-        if loaded.n_heads == 0:
+        if loaded.n_heads == 0:  # said once, in the speed panel, which explains MTP's state
             reason = MTP_NOTE_TEXT["weights_absent" if info.mtp_weights == "absent" else "no_heads"]
-            self._notice(f"MTP is off: {reason}.")
         w.stats_panel.set_model(loaded.n_heads, reason)
         w.set_context(0, loaded.n_ctx)
         w.composer.set_ready(True)
@@ -302,7 +303,7 @@ class ChatController(QObject):
     def _not_loaded(self, message: str) -> None:
         w = self.window
         w.set_loading(False)
-        w.model_label.setText("No model loaded")
+        w.show_model("No model loaded")
         w.status_label.setText("")
         self._notice(
             message,
@@ -481,8 +482,7 @@ class ChatController(QObject):
             self.window.transcript.scrollToBottom()
         n_heads = self.loaded.n_heads if self.loaded else 0
         self.window.stats_panel.reset(n_heads)
-        self.window.composer.set_busy(True)
-        self.window.regenerate_button.setEnabled(False)
+        self.window.set_replying(True)
         self._flush_timer.start()
         self.refresh_sidebar()
 
@@ -585,8 +585,7 @@ class ChatController(QObject):
         self._flush_timer.stop()
         self._save_reply(active, status=status, stats=stats)
         w = self.window
-        w.composer.set_busy(False)
-        w.regenerate_button.setEnabled(True)
+        w.set_replying(False)
         w.prompt_progress.hide()
         if active.conversation_id == self.conversation_id:
             row = w.transcript_model.row_of(active.message_id)
@@ -603,8 +602,7 @@ class ChatController(QObject):
                 w.transcript_model.update_message(row, final)
                 if stats:
                     w.transcript_model.set_summary(row, reply_summary(stats))
-        if stats:
-            w.stats_panel.update_stats(stats)
+        w.stats_panel.finish(stats or None)  # the final figures; the big "now" figure becomes the reply's average
         self.refresh_sidebar()
 
     def stop(self) -> None:
@@ -643,6 +641,11 @@ class ChatController(QObject):
         # live_text includes what is still streaming into the row.
         QGuiApplication.clipboard().setText(self.window.transcript_model.live_text(row).content)
         self.window.status_label.setText("Copied to the clipboard")
+
+    def copy_text(self, text: str) -> None:
+        """A code block's Copy button."""
+        QGuiApplication.clipboard().setText(text)
+        self.window.status_label.setText("Code copied to the clipboard")
 
     # Settings --------------------------------------------------------------------------------
 

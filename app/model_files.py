@@ -8,6 +8,7 @@ parts cannot be found from part 1's name, so they must reach the engine all toge
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,3 +71,25 @@ def without_projectors(paths: Sequence[str]) -> list[str]:
     them is paired by its folder, not opened as a part of the model."""
     models = [p for p in paths if "mmproj" not in Path(p).name.lower()]
     return models if len(paths) > 1 and models else list(paths)
+
+
+NAME_MAX = 40  # longer general.name values are usually repository paths or descriptions: use the file's name
+_PART_SUFFIX = re.compile(r"-\d{5}-of-\d{5}$")
+
+
+def display_name(general_name: str | None, path: Path | str, quantization: str = "") -> str:
+    """A short, clean name for the header: the GGUF's `general.name` tidied (spaces collapsed, a
+    repository prefix such as "stepfun-ai/" dropped) when it is short, else the file's name without
+    ".gguf", the part number of a multi-part set and the quantization (shown beside it anyway)."""
+    name = " ".join((general_name or "").split()).rsplit("/", 1)[-1].strip(" -_")
+    if name and len(name) <= NAME_MAX and not name.lower().endswith(".gguf"):
+        return name
+    stem = Path(path).name
+    stem = stem[:-5] if stem.lower().endswith(".gguf") else stem
+    stem = _PART_SUFFIX.sub("", stem)
+    quant = quantization.split(" ", 1)[0]
+    if quant and len(stem) > len(quant) + 1 and stem.lower().endswith(quant.lower()):
+        trimmed = stem[: -len(quant)]
+        if trimmed[-1] in "-_.":
+            stem = trimmed.rstrip("-_.")
+    return stem or Path(path).name

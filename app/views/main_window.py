@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from app.resources import icon
 from app.views.composer import Composer
+from app.views.header import ContextMeter, ElidedLabel
 from app.views.sidebar import Sidebar
 from app.views.stats_panel import StatsPanel
 from app.views.transcript import TranscriptModel, TranscriptView
@@ -75,22 +76,17 @@ class MainWindow(QMainWindow):
         self.notice = NoticeBar()
 
         # Header: which model, change it, how full the context is.
-        self.model_label = QLabel("No model loaded")
+        self.model_label = ElidedLabel("No model loaded")  # a long name ends in "…", never squeezes the rest
         self.model_label.setObjectName("modelLabel")
         self.model_label.setAccessibleName("Loaded model")
         self.model_button = QPushButton(icon("model"), "Model…")
         self.model_button.setAccessibleName("Choose a model")
         self.model_button.setToolTip("Open a GGUF model (Ctrl+O)")
-        self.context_meter = QProgressBar()
-        self.context_meter.setObjectName("contextMeter")
-        self.context_meter.setAccessibleName("Context used")
-        self.context_meter.setFormat("Context %v / %m")
-        self.context_meter.setRange(0, 1)
-        self.context_meter.setValue(0)
-        self.context_meter.setFixedWidth(220)
+        self.context_meter = ContextMeter()
         self.regenerate_button = QPushButton(icon("regenerate"), "Regenerate")
         self.regenerate_button.setAccessibleName("Regenerate the last reply")
         header = QHBoxLayout()
+        header.setSpacing(10)
         header.addWidget(self.model_label, 1)
         header.addWidget(self.context_meter)
         header.addWidget(self.regenerate_button)
@@ -201,10 +197,20 @@ class MainWindow(QMainWindow):
             self.load_progress.setFormat(f"{stage} %p%")
             self.status_label.setText(stage)
 
+    def show_model(self, text: str, tooltip: str = "") -> None:
+        """The header's model line (cut with "…" when narrow); the tooltip says it in full."""
+        self.model_label.setText(text)
+        self.model_label.setToolTip(tooltip or text)
+        self.model_label.setAccessibleDescription(tooltip or text)
+
+    def set_replying(self, replying: bool) -> None:
+        """While a reply is generated: Send becomes Stop, and nothing offers to regenerate or edit."""
+        self.composer.set_busy(replying)
+        self.regenerate_button.setEnabled(not replying)
+        self.transcript.set_busy(replying)
+
     def set_context(self, used: int, total: int) -> None:
-        self.context_meter.setRange(0, max(total, 1))
-        self.context_meter.setValue(min(used, total))
-        self.context_meter.setAccessibleDescription(f"{used} of {total} tokens")
+        self.context_meter.set_values(min(used, total), total)
 
     def set_prompt_progress(self, done: int, total: int) -> None:
         self.prompt_progress.setVisible(done < total)

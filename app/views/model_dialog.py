@@ -47,6 +47,7 @@ from app.model_files import (
     set_key,
     without_projectors,
 )
+from app.views.elide import show_paths
 from engine.demo import DEMO_NAME, ensure_demo_model
 from engine.gguf import (
     ErrorKind,
@@ -319,6 +320,7 @@ class ModelPickerDialog(QDialog):
         recent_label = QLabel("Re&cent models")
         self._recent = QListWidget()
         self._recent.setAccessibleName("Recent models")
+        show_paths(self._recent)  # the file's name stays in view however deep its folder
         self._recent.setMaximumHeight(self.fontMetrics().height() * 5)
         recent_label.setBuddy(self._recent)
         self._fill_recent(recent)

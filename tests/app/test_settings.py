@@ -525,8 +525,17 @@ def test_every_control_has_an_accessible_name_and_a_tooltip(dialog: SettingsDial
     assert untipped == []
 
 
-def test_screenshot(dialog: SettingsDialog, qtbot: QtBot, screenshot_dir: Path) -> None:
-    """Saves docs/screenshots/settings.png; look at it after changing the layout."""
+SHOT_MODEL = "/home/you/models/Step-3.7-Flash-Q4_K_M-00001-of-00003.gguf"
+
+
+def test_screenshot(qtbot: QtBot, screenshot_dir: Path) -> None:
+    """Saves docs/screenshots/settings.png; look at it after changing the layout.
+
+    The defaults, as a new user first sees them (with a model chosen), not the test values above."""
+    shown = Settings(model_path=SHOT_MODEL, recent_models=[SHOT_MODEL])
+    dialog = SettingsDialog(shown)
+    qtbot.addWidget(dialog)
+    assert dialog.result_settings() == shown
     dialog.show()
     qtbot.waitExposed(dialog)
     # Every label must fit: the dialog's layout never squeezes a control below its size hint.

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from engine import about, options
 from engine import stats as stats_mod
 from engine.demo import DEMO_NAME, ensure_demo_model
 from engine.generate import AUTO, DRAFT_LENGTHS, DRAFT_SAMPLING, Delta, GenerationParams, PromptTooLong, Reply
@@ -21,6 +23,7 @@ from engine.gguf import (
     ModelFileError,
     ModelInfo,
     ProjectorInfo,
+    effective_context,
     estimate_memory,
     inspect_model,
     inspect_projector,
@@ -28,140 +31,178 @@ from engine.gguf import (
 )
 from engine.llama import LoadCancelled, SamplerParams
 from engine.logs import configure_logging
+from engine.options import EXIT_USAGE
 from engine.runtime import LoadOptions, ModelLoadError, NotEnoughMemory, Runtime
 from engine.stats import ReplyStats
 from engine.units import format_bytes, format_params
 
-EXIT_USAGE = 2
+DEFAULT_CTX = 4096
+# A closed stdout (`stride-cli generate ... | head`) ends the program quietly with the status a Unix
+# tool killed by SIGPIPE has in a shell, 128 + 13, so `set -o pipefail` scripts see what they see of
+# `yes` or `cat` there.
+EXIT_BROKEN_PIPE = 141
 
 
 class CliError(Exception):
     """A problem the user can fix; printed as one `error:` line, exit code 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # argparse prints usage plus a message and exits 2; keep it to one `error:` line.
-        self.exit(EXIT_USAGE, f"error: {message}; see `{self.prog} --help`\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be greater than 0")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
-
-
-def _ranged_float(low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
-        return value
-
-    return parse
-
-
-def parse_depth(text: str) -> int | str:
-    """A depth: a whole number 0 or more, or "auto"."""
-    return AUTO if text.strip().lower() == AUTO else _non_negative_int(text)
-
-
-def _depths(text: str) -> list[int | str]:
-    values = [parse_depth(x) for x in text.split(",") if x.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of depths like 0,1,2,3,auto")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="stride-cli", description="Stride's engine from the command line.")
-    parser.add_argument("--verbose", action="store_true", help="also print the log (llama.cpp included) on stderr")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = options.Parser(prog="stride-cli", description="Stride's engine from the command line.")
+    parser.add_argument(
+        "--version",
+        action=options.VersionAction,
+        about=lambda: about.version_text("stride-cli"),
+        help="print Stride's version, llama-cpp-python's and llama.cpp's, and the CPU backend in use, then exit",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="debug logging: llama.cpp's whole log (kept at warnings otherwise) in stride.log, and the log on stderr",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=options.Parser)
 
     def model_args(p: argparse.ArgumentParser, required: bool) -> None:
-        flag = ["--model"] if required else []
         if required:
-            p.add_argument(*flag, required=True, help=f"GGUF file, or '{DEMO_NAME}' for the built-in demo model")
-        p.add_argument("--mtp-model", type=Path, help="separate MTP-only GGUF holding the heads")
-        p.add_argument("--ctx", type=_positive_int, default=4096, help="context size in tokens (default 4096)")
+            p.add_argument("--model", required=True, help=f"GGUF file, or '{DEMO_NAME}' for the built-in demo model")
+        p.add_argument(
+            "--mtp-model",
+            type=Path,
+            help="separate MTP-only GGUF holding the heads, for a model without them inside (default: none); "
+            "one given for a model that has its heads is checked, then not needed",
+        )
+        p.add_argument(
+            "--ctx",
+            type=options.positive_int,
+            default=None,
+            help=f"context size in tokens, 1 or more (default: {DEFAULT_CTX}); at most the model's trained context "
+            "(a larger value is lowered to it, with a note)",
+        )
 
-    p_inspect = sub.add_parser("inspect", help="describe a GGUF without loading it")
+    p_inspect = sub.add_parser(
+        "inspect", help="describe a GGUF without loading it", description="Describe a GGUF without loading it."
+    )
     p_inspect.add_argument("model", help=f"GGUF file, or '{DEMO_NAME}'")
     model_args(p_inspect, required=False)
-    p_inspect.add_argument("--json", action="store_true")
+    p_inspect.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     def run_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
-        p.add_argument("--gpu-layers", type=_non_negative_int, default=0)
+        p.add_argument("--threads", type=options.positive_int, default=None, help=options.THREADS_HELP)
+        p.add_argument(
+            "--gpu-layers",
+            type=options.non_negative_int,
+            default=0,
+            help="layers to offload to a GPU backend, 0 or more (default: 0, everything on the CPU)",
+        )
         p.add_argument(
             "--ignore-memory-check", action="store_true", help="load even if the estimate exceeds free memory"
         )
-        p.add_argument("--json", action="store_true")
 
-    p_gen = sub.add_parser("generate", help="generate text")
+    def draft_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--p-min",
+            type=options.ranged_float(0.0, 1.0),
+            default=0.0,
+            help="with fixed draft length, a head ends the draft when its top token's probability is below "
+            "this, 0 to 1 (default: 0, never)",
+        )
+        p.add_argument("--draft-sampling", choices=DRAFT_SAMPLING, default="greedy", help=DRAFT_SAMPLING_HELP)
+        p.add_argument("--draft-length", choices=DRAFT_LENGTHS, default="fixed", help=DRAFT_LENGTH_HELP)
+
+    p_gen = sub.add_parser("generate", help="generate text", description=GENERATE_DESCRIPTION)
     model_args(p_gen, required=True)
     prompt = p_gen.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--prompt")
-    prompt.add_argument("--prompt-file", type=Path)
-    p_gen.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    p_gen.add_argument("--system", help="system prompt (with --chat)")
-    p_gen.add_argument("--max-tokens", type=_positive_int, default=256)
+    prompt.add_argument("--prompt", help="the prompt text")
+    prompt.add_argument("--prompt-file", type=Path, help="read the prompt from this UTF-8 file")
     p_gen.add_argument(
-        "--mtp-depth",
-        type=parse_depth,
-        default=AUTO,
-        help="auto (default: plain decoding or dynamic drafting, whichever is faster here), 0 = off, "
-        "or 1 to the model's head count",
+        "--chat",
+        action="store_true",
+        help="wrap the prompt in the model's chat template and print its reasoning apart from the answer "
+        "(default: raw mode, see above)",
     )
-    p_gen.add_argument("--p-min", type=_ranged_float(0.0, 1.0), default=0.0)
-    p_gen.add_argument("--draft-sampling", choices=DRAFT_SAMPLING, default="greedy", help=DRAFT_SAMPLING_HELP)
-    p_gen.add_argument("--draft-length", choices=DRAFT_LENGTHS, default="fixed", help=DRAFT_LENGTH_HELP)
-    p_gen.add_argument("--temperature", type=_ranged_float(0.0, 10.0), default=0.0)
-    p_gen.add_argument("--top-k", type=_non_negative_int, default=40)
-    p_gen.add_argument("--top-p", type=_ranged_float(0.0, 1.0), default=0.95)
-    p_gen.add_argument("--min-p", type=_ranged_float(0.0, 1.0), default=0.05)
-    p_gen.add_argument("--repeat-penalty", type=_ranged_float(0.0, 10.0), default=1.0)
-    p_gen.add_argument("--seed", type=_non_negative_int, default=None)
-    p_gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p_gen.add_argument("--system", help="system prompt (with --chat; default: none)")
+    p_gen.add_argument("--max-tokens", type=options.positive_int, default=256, help=options.MAX_TOKENS_HELP)
+    p_gen.add_argument("--mtp-depth", type=options.depth, default=AUTO, help=options.MTP_DEPTH_HELP)
+    draft_args(p_gen)
+    p_gen.add_argument(
+        "--temperature",
+        type=options.ranged_float(0.0, 10.0),
+        default=0.0,
+        help="0 to 10 (default: 0, greedy: always the likeliest token)",
+    )
+    p_gen.add_argument(
+        "--top-k", type=options.non_negative_int, default=40, help="0 or more, 0 = off (default: 40; with temperature)"
+    )
+    p_gen.add_argument(
+        "--top-p",
+        type=options.ranged_float(0.0, 1.0),
+        default=0.95,
+        help="0 to 1, 1 = off (default: 0.95; with temperature)",
+    )
+    p_gen.add_argument(
+        "--min-p",
+        type=options.ranged_float(0.0, 1.0),
+        default=0.05,
+        help="0 to 1, 0 = off (default: 0.05; with temperature)",
+    )
+    p_gen.add_argument(
+        "--repeat-penalty",
+        type=options.ranged_float(0.0, 10.0),
+        default=1.0,
+        help="0 to 10, 1 = off (default: 1)",
+    )
+    p_gen.add_argument(
+        "--seed",
+        type=options.seed,
+        default=None,
+        help=f"sampling seed, 0 to {options.MAX_SEED} (default: a random one; with temperature)",
+    )
+    p_gen.add_argument("--stop", action="append", default=[], help="stop string, repeatable (default: none)")
     run_args(p_gen)
+    p_gen.add_argument("--json", action="store_true", help="print one JSON object with the text and its numbers")
 
-    p_bench = sub.add_parser("bench", help="tokens/s and acceptance at several MTP depths")
+    p_bench = sub.add_parser(
+        "bench",
+        help="tokens/s and acceptance at several MTP depths",
+        description="Tokens/s and acceptance at several MTP depths, each from a fresh cache, then a table.",
+    )
     model_args(p_bench, required=True)
     p_bench.add_argument(
-        "--depths", type=_depths, default=[0, 1, 2, 3, AUTO], help="comma-separated depths (default 0,1,2,3,auto)"
+        "--depths",
+        type=options.depths,
+        default=None,
+        help="comma-separated depths, each 0 to the model's head count or auto (default: 0, 1 ... the head "
+        "count, auto)",
     )
-    p_bench.add_argument("--max-tokens", type=_positive_int, default=128)
-    p_bench.add_argument("--prompt", default="Once upon a time")
-    p_bench.add_argument("--repeat", type=_positive_int, default=1)
-    p_bench.add_argument("--p-min", type=_ranged_float(0.0, 1.0), default=0.0)
-    p_bench.add_argument("--temperature", type=_ranged_float(0.0, 10.0), default=0.0)
-    p_bench.add_argument("--seed", type=_non_negative_int, default=0)
-    p_bench.add_argument("--draft-sampling", choices=DRAFT_SAMPLING, default="greedy", help=DRAFT_SAMPLING_HELP)
-    p_bench.add_argument("--draft-length", choices=DRAFT_LENGTHS, default="fixed", help=DRAFT_LENGTH_HELP)
+    p_bench.add_argument("--max-tokens", type=options.positive_int, default=128, help=options.MAX_TOKENS_HELP)
+    p_bench.add_argument("--prompt", default="Once upon a time", help="raw prompt (default: %(default)r)")
+    p_bench.add_argument(
+        "--repeat", type=options.positive_int, default=1, help="runs of each depth, 1 or more (default: 1)"
+    )
+    draft_args(p_bench)
+    p_bench.add_argument(
+        "--temperature", type=options.ranged_float(0.0, 10.0), default=0.0, help="0 to 10 (default: 0, greedy)"
+    )
+    p_bench.add_argument(
+        "--seed", type=options.seed, default=0, help=f"sampling seed, 0 to {options.MAX_SEED} (default: 0)"
+    )
     run_args(p_bench)
+    p_bench.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
+    options.name_values(parser)
     return parser
 
 
+GENERATE_DESCRIPTION = (
+    "Generate text. Raw mode (the default) continues the prompt as plain text, a completion: the model's "
+    "own markup stays in what it writes, so a reasoning model's thoughts and their closing </think> appear "
+    "in the text. With --chat the prompt is a user message in the model's chat template, and the reasoning "
+    "comes apart from the answer ([thinking] ... [answer] ... on the terminal; `reasoning` and `text` in "
+    "--json)."
+)
 DRAFT_LENGTH_HELP = (
     "fixed (default): every step drafts --mtp-depth tokens; dynamic: up to that many, each only while "
-    "the heads' confidence makes it worth its measured cost to draft and verify on this machine"
+    "the heads' confidence makes it worth its measured cost to draft and verify on this machine "
+    "(auto always drafts dynamically)"
 )
 DRAFT_SAMPLING_HELP = (
     "greedy (default): heads propose their top token, seeded output is identical at every depth; "
@@ -173,6 +214,33 @@ DRAFT_SAMPLING_HELP = (
 # Commands -------------------------------------------------------------------------
 
 
+class _Answer:
+    """stdout as the answer streams to it: notes on stderr wait until its line is ended, so they never
+    glue onto the text on a terminal, and what stdout gets always ends with a newline."""
+
+    def __init__(self) -> None:
+        self.mid_line = False
+
+    def write(self, text: str) -> None:
+        if text:
+            sys.stdout.write(text)
+            self.mid_line = not text.endswith("\n")
+
+    def end_line(self) -> None:
+        if self.mid_line:
+            sys.stdout.write("\n")
+            self.mid_line = False
+        sys.stdout.flush()
+
+
+_answer = _Answer()
+
+
+def _note(text: str) -> None:
+    _answer.end_line()
+    print(f"note: {text}", file=sys.stderr, flush=True)
+
+
 def _model_path(text: str) -> Path:
     if text == DEMO_NAME:
         try:
@@ -182,6 +250,22 @@ def _model_path(text: str) -> Path:
                 f"cannot create the demo model ({exc}); check that the user data folder is writable"
             ) from exc
     return Path(text)
+
+
+def _context(requested: int | None, info: ModelInfo) -> int:
+    """The context this run uses (inspect and generate alike), with a note when --ctx was lowered."""
+    n_ctx = effective_context(requested or DEFAULT_CTX, info.context_length)
+    if requested is not None and n_ctx < requested:
+        _note(f"--ctx {requested:,} is more than the model was trained for; using its {n_ctx:,} tokens")
+    return n_ctx
+
+
+def _mtp_unused_note(info: ModelInfo) -> None:
+    if info.mtp_unused is not None:
+        _note(
+            f"--mtp-model {info.mtp_unused.name} is not needed: {info.path.name} has its MTP heads inside, "
+            "and those are used"
+        )
 
 
 def info_json(info: ModelInfo, n_ctx: int) -> dict[str, Any]:
@@ -209,6 +293,7 @@ def info_json(info: ModelInfo, n_ctx: int) -> dict[str, Any]:
         "mtp_weights": info.mtp_weights,
         "mtp_path": str(info.mtp_path) if info.mtp_path else None,
         "mtp_parts": [str(p) for p in info.mtp_parts],
+        "mtp_unused": str(info.mtp_unused) if info.mtp_unused else None,
         "has_chat_template": info.has_chat_template,
         "mmproj": str(projector) if projector else None,
         "estimated_memory_bytes": memory.total,
@@ -249,7 +334,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if exc.kind != "projector":
             raise CliError(str(exc)) from exc
         return _inspect_projector(path, args.json)
-    data = info_json(info, args.ctx)
+    _mtp_unused_note(info)
+    n_ctx = _context(args.ctx, info)
+    data = info_json(info, n_ctx)
     if args.json:
         print(json.dumps(data))
         return 0
@@ -272,7 +359,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  chat template   {'yes' if info.has_chat_template else 'no'}")
     if data["mmproj"]:
         print(f"  vision file     {Path(data['mmproj']).name} (beside the model)")
-    print(f"  memory needed   {format_bytes(data['estimated_memory_bytes'])} at --ctx {args.ctx}")
+    print(f"  memory needed   {format_bytes(data['estimated_memory_bytes'])} at a context of {n_ctx:,} tokens")
     return 0
 
 
@@ -295,24 +382,38 @@ def _inspect_projector(path: Path, as_json: bool) -> int:
 
 def _load(args: argparse.Namespace) -> Runtime:
     path = _model_path(args.model)
-    options = LoadOptions(n_ctx=args.ctx, n_threads=args.threads or 0, n_gpu_layers=args.gpu_layers)
     try:
-        return Runtime.load(path, args.mtp_model, options, check_memory=not args.ignore_memory_check)
+        # Read first: the same effective context (and its note) as `inspect`, and the memory check on it.
+        info = inspect_model(path, args.mtp_model)
+        n_ctx = _context(args.ctx, info)
+        options = LoadOptions(n_ctx=n_ctx, n_threads=args.threads or 0, n_gpu_layers=args.gpu_layers)
+        runtime = Runtime.load(path, args.mtp_model, options, check_memory=not args.ignore_memory_check)
     except NotEnoughMemory as exc:
         raise CliError(f"{exc}; close other programs, lower --ctx, or pass --ignore-memory-check") from exc
     except (ModelFileError, ModelLoadError) as exc:
         raise CliError(str(exc)) from exc
+    _mtp_unused_note(runtime.info)
+    return runtime
 
 
-def _note(text: str) -> None:
-    print(f"note: {text}", file=sys.stderr)
+def _check_fits(runtime: Runtime, n_prompt: int, ctx_given: bool) -> None:
+    """A prompt needs its own positions and one for the reply's first token."""
+    if n_prompt + 1 > runtime.n_ctx:
+        size = f"--ctx is {runtime.n_ctx:,}" if ctx_given else f"the context holds {runtime.n_ctx:,} tokens"
+        raise CliError(
+            f"the prompt is {n_prompt:,} tokens but {size}: it needs at least {n_prompt + 1:,} "
+            "(the prompt and one token of reply); raise --ctx or shorten the prompt"
+        )
 
 
-def reply_json(reply: Reply, chat: bool) -> dict[str, Any]:
+def reply_json(reply: Reply, chat: bool, runtime: Runtime) -> dict[str, Any]:
     data: dict[str, Any] = {"text": reply.text, "token_ids": reply.token_ids}
     if chat:
         data["reasoning"] = reply.reasoning
     data.update(reply.stats.snapshot())
+    # The context the reply may fill (context_full fires there), and the cache llama.cpp rounded it up to.
+    data["ctx"] = runtime.n_ctx
+    data["ctx_allocated"] = runtime.n_ctx_allocated
     return data
 
 
@@ -339,6 +440,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             tokens, starts_in_reasoning = prompt.tokens, prompt.starts_in_reasoning
         else:
             tokens = runtime.tokenize(prompt_text)
+        _check_fits(runtime, len(tokens), args.ctx is not None)
         sampler = SamplerParams(
             temperature=args.temperature,
             top_k=args.top_k,
@@ -361,14 +463,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
             reply = runtime.generate(tokens, params, starts_in_reasoning=starts_in_reasoning, on_delta=on_delta)
         except PromptTooLong as exc:
             raise CliError(f"{exc}; raise --ctx or shorten the prompt") from exc
+        if args.json:
+            print(json.dumps(reply_json(reply, args.chat, runtime)), flush=True)
+        else:
+            _answer.end_line()
         note = reply.stats.mtp_note
         if note and note != "depth_zero":
             _note(stats_mod.MTP_NOTE_TEXT[note])
-        if args.json:
-            print(json.dumps(reply_json(reply, args.chat)))
-        else:
-            print()
-            _print_summary(reply.stats)
+        if not args.json:
+            _print_summary(reply.stats, runtime.n_ctx)
         return 0
     finally:
         runtime.close()
@@ -380,31 +483,47 @@ def _stream_to_terminal() -> Callable[[Delta, ReplyStats], None]:
     def on_delta(delta: Delta, _stats: ReplyStats) -> None:
         for seg in delta.segments:
             if seg.kind != state["kind"]:
-                sys.stdout.write("[thinking] " if seg.kind == "reasoning" else "\n[answer] ")
+                _answer.write("[thinking] " if seg.kind == "reasoning" else "\n[answer] ")
                 state["kind"] = seg.kind
-            sys.stdout.write(seg.text)
+            _answer.write(seg.text)
         sys.stdout.flush()
 
     return on_delta
 
 
-def _print_summary(stats: ReplyStats) -> None:
+def _print_summary(stats: ReplyStats, n_ctx: int) -> None:
     tps = stats.tokens_per_second
     acc = stats.acceptance
     parts = [f"{stats.n_predicted} tokens", f"{tps:.1f} tok/s" if tps else "", f"depth {stats.mtp_depth}"]
     if acc is not None:
         parts.append(f"acceptance {acc:.0%} ({stats.n_accepted}/{stats.n_drafted})")
-    parts.append(f"stop: {stats.stop_reason}")
-    print("-- " + ", ".join(p for p in parts if p), file=sys.stderr)
+    stop = stats.stop_reason
+    parts.append(f"stop: {stop} ({n_ctx:,} tokens)" if stop == "context_full" else f"stop: {stop}")
+    _answer.end_line()
+    print("-- " + ", ".join(p for p in parts if p), file=sys.stderr, flush=True)
+
+
+def _bench_depths(requested: list[int | str] | None, n_heads: int) -> list[int | str]:
+    """--depths as given, each checked against the model's heads; by default 0 to the head count, and auto."""
+    if requested is None:
+        return [*range(n_heads + 1), AUTO] if n_heads else [0]
+    too_deep = [d for d in requested if isinstance(d, int) and d > n_heads]
+    if too_deep:
+        heads = f"has {n_heads} MTP head{'s' if n_heads != 1 else ''}" if n_heads else "has no usable MTP heads"
+        allowed = f"0 to {n_heads} or auto" if n_heads else "0"
+        raise CliError(f"--depths {too_deep[0]}: the model {heads}; use depths {allowed}")
+    return requested
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     runtime = _load(args)
     try:
+        depths = _bench_depths(args.depths, runtime.n_heads)
         tokens = runtime.tokenize(args.prompt)
+        _check_fits(runtime, len(tokens), args.ctx is not None)
         results = []
         for _ in range(args.repeat):
-            for depth in args.depths:
+            for depth in depths:
                 runtime.generator.reset()  # each run evaluates the same prompt from scratch
                 params = GenerationParams(
                     max_tokens=args.max_tokens,
@@ -415,13 +534,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     draft_length=args.draft_length,
                 )
                 reply = runtime.generate(tokens, params)
-                results.append(reply_json(reply, chat=False))
+                results.append(reply_json(reply, False, runtime))
                 if not args.json:
-                    _print_summary(reply.stats)
+                    _print_summary(reply.stats, runtime.n_ctx)
         if args.json:
             print(json.dumps(results))
         else:
-            print(bench_table(results, args.depths))
+            print(bench_table(results, depths))
         return 0
     finally:
         runtime.close()
@@ -451,17 +570,33 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _quiet_stdout() -> None:
+    """After a closed pipe: later writes and the flush at exit go nowhere instead of failing again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real stdout (a test's capture): nothing will flush it at exit
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global _answer
+    _answer = _Answer()
     args = build_parser().parse_args(argv)
     log_path = configure_logging(verbose=args.verbose)
     try:
         return COMMANDS[args.command](args)
     except CliError as exc:
+        _answer.end_line()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except LoadCancelled:
         print("error: loading was cancelled", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

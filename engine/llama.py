@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from llama_cpp import llama_cpp_ext
 
+LLAMA_CPP_PYTHON_VERSION: str = llama_cpp.__version__
 log = logging.getLogger("stride.llama")
 llama_log = logging.getLogger("stride.llama.cpp")
 
@@ -298,8 +299,10 @@ class Context:
         self.ptr = ptr
         self.model = model
         self.is_mtp = mtp
-        self.n_ctx = int(llama_cpp.llama_n_ctx(ptr))
-        self.n_batch = params.n_batch
+        # llama.cpp rounds its cache up (to a multiple of 256); Stride uses the positions asked for.
+        self.n_ctx_allocated = int(llama_cpp.llama_n_ctx(ptr))
+        self.n_ctx = min(params.n_ctx, self.n_ctx_allocated) if params.n_ctx > 0 else self.n_ctx_allocated
+        self.n_batch = min(params.n_batch, int(llama_cpp.llama_n_batch(ptr)))  # llama.cpp caps it by n_ctx
         self.n_vocab = model.n_vocab
         self.n_embd = model.n_embd_out
         self.mem = llama_cpp.llama_get_memory(ptr)

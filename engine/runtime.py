@@ -20,6 +20,7 @@ from engine.gguf import (
     ModelFileError,
     ModelInfo,
     ModelPaths,
+    effective_context,
     estimate_memory,
     free_memory_bytes,
     inspect_model,
@@ -27,6 +28,7 @@ from engine.gguf import (
 )
 from engine.llama import Context, ContextParams, LlamaError, LoadCancelled, Model
 from engine.mtp import MtpDrafter
+from engine.units import format_bytes
 
 
 class ModelLoadError(Exception):
@@ -37,10 +39,9 @@ class NotEnoughMemory(Exception):
     """The model's estimated memory exceeds what is free; nothing was loaded. The caller refuses or asks."""
 
     def __init__(self, path: Path, needed: int, free: int, n_ctx: int) -> None:
-        gib = 1 << 30
         super().__init__(
-            f"{path.name} needs about {needed / gib:.1f} GiB at a context of {n_ctx:,} tokens "
-            f"but only {free / gib:.1f} GiB of memory is free"
+            f"{path.name} needs about {format_bytes(needed)} at a context of {n_ctx:,} tokens "
+            f"but only {format_bytes(free)} of memory is free"
         )
         self.path = path
         self.needed = needed
@@ -50,7 +51,7 @@ class NotEnoughMemory(Exception):
 
 @dataclass(frozen=True)
 class LoadOptions:
-    n_ctx: int = 4096
+    n_ctx: int = 4096  # 0: the model's trained context; more than that is lowered to it (effective_context)
     n_threads: int = 0  # 0: all cores
     n_gpu_layers: int = 0
     kv_type: str = "f16"
@@ -106,6 +107,17 @@ class Runtime:
     def n_heads(self) -> int:
         return self.generator.n_heads
 
+    @property
+    def n_ctx(self) -> int:
+        """Positions a reply may fill: the effective context asked for; a reply that reaches it stops as
+        context_full."""
+        return self.target.n_ctx
+
+    @property
+    def n_ctx_allocated(self) -> int:
+        """The cache llama.cpp made for it, rounded up to a multiple of 256."""
+        return self.target.n_ctx_allocated
+
     @classmethod
     def load(
         cls,
@@ -121,7 +133,7 @@ class Runtime:
         (the whole set loads), likewise `mtp_path`. Raises ModelFileError, ModelLoadError or LoadCancelled, and with
         check_memory NotEnoughMemory (before loading anything) when the estimate exceeds free memory."""
         info = inspect_model(path, mtp_path)
-        n_ctx = min(options.n_ctx, info.context_length) if info.context_length > 0 else options.n_ctx
+        n_ctx = effective_context(options.n_ctx, info.context_length)
         if check_memory:
             needed, free = estimate_memory(info, n_ctx).total, free_memory_bytes()
             if memory_verdict(needed, free) == "wont_fit":

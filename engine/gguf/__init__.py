@@ -18,7 +18,14 @@ from engine.gguf.inspect import (
     is_projector,
     projector_beside,
 )
-from engine.gguf.memory import MemoryEstimate, Verdict, estimate_memory, free_memory_bytes, memory_verdict
+from engine.gguf.memory import (
+    MemoryEstimate,
+    Verdict,
+    effective_context,
+    estimate_memory,
+    free_memory_bytes,
+    memory_verdict,
+)
 from engine.gguf.parts import first_part, looks_like_part
 from engine.gguf.reader import LLAMA_CPP_VERSION, ErrorKind, ModelFileError
 
@@ -33,6 +40,7 @@ __all__ = [
     "MtpWeights",
     "ProjectorInfo",
     "Verdict",
+    "effective_context",
     "estimate_memory",
     "first_part",
     "free_memory_bytes",

@@ -65,6 +65,8 @@ class ModelInfo:
     n_expert_used: int
     n_ff_exp: int
     n_ff_shexp: int
+    # A separate MTP file given for a model that embeds its heads: checked (a wrong one is refused), not used.
+    mtp_unused: Path | None = None
 
     @property
     def n_parts(self) -> int:
@@ -159,7 +161,9 @@ def inspect_model(paths: ModelPaths, mtp_paths: ModelPaths | None = None) -> Mod
 
     `paths` is the model file, any part of a multi-part set, or several parts picked together:
     the whole set is read. mtp_paths is a separate file (or set) holding the MTP heads. It is
-    used only when the model does not embed them; embedded heads take precedence.
+    used only when the model does not embed them; embedded heads take precedence, and a separate
+    file given anyway must still be one made for the model (ModelFileError otherwise): a wrong
+    file is refused, never silently ignored. A right one is reported in `mtp_unused`.
     """
     files, main = _read(paths)
     if main.is_mtp_only:
@@ -170,10 +174,13 @@ def inspect_model(paths: ModelPaths, mtp_paths: ModelPaths | None = None) -> Mod
         )
     mtp_files: ModelFiles | None = None
     mtp_model: ModelHeader | None = None
+    unused: Path | None = None
     if main.n_mtp > 0 and main.has_head_weights():
         weights: MtpWeights = "embedded"
         heads = main.layers[main.n_layer :]
         mtp_bytes = sum(t.n_bytes for t in main.head_tensors())
+        if mtp_paths is not None:
+            unused = _separate_heads(main, mtp_paths)[0].path
     elif mtp_paths is not None:
         mtp_files, mtp_model = _separate_heads(main, mtp_paths)
         weights = "separate"
@@ -218,6 +225,7 @@ def inspect_model(paths: ModelPaths, mtp_paths: ModelPaths | None = None) -> Mod
         n_expert_used=main.n_expert_used,
         n_ff_exp=main.n_ff_exp,
         n_ff_shexp=main.n_ff_shexp,
+        mtp_unused=unused,
     )
 
 

@@ -92,6 +92,17 @@ def _compute_bytes(
     return n_ubatch * (per_token * _F32 + masks * _F16) + logits * _F32
 
 
+def effective_context(requested: int, context_length: int) -> int:
+    """The context a model runs with: what was asked (0: the trained context), at most the trained context.
+
+    The runtime creates exactly this context, and the memory check and `inspect` count on it.
+    context_length 0 (a file that does not say) leaves the request as it is.
+    """
+    if context_length <= 0:
+        return requested
+    return min(requested, context_length) if requested > 0 else context_length
+
+
 def estimate_memory(
     info: ModelInfo,
     n_ctx: int,

@@ -15,14 +15,21 @@ def log_dir() -> Path:
     return Path(platformdirs.user_log_dir("Stride", appauthor=False))
 
 
+LLAMA_CPP_LOGGER = "stride.llama.cpp"  # engine/llama.py routes llama.cpp's own log here
+
+
 def configure_logging(*, verbose: bool = False) -> Path | None:
-    """Send everything (llama.cpp included, at INFO) to stride.log; warnings to stderr when verbose.
+    """Stride's log at INFO, and llama.cpp's warnings and errors, to stride.log; with verbose (debug
+    logging) everything, llama.cpp's metadata dump on every load included, also on stderr.
 
     Returns the log file path, or None when the log folder cannot be written
     (a read-only home must not stop the app).
     """
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # llama.cpp prints hundreds of INFO lines per load (every metadata key, every tensor type): chatter
+    # that would fill the 2 MB log in a few loads. Why a load failed comes at ERROR and stays.
+    logging.getLogger(LLAMA_CPP_LOGGER).setLevel(logging.NOTSET if verbose else logging.WARNING)
     for handler in list(root.handlers):
         root.removeHandler(handler)
     path: Path | None = log_dir() / "stride.log"

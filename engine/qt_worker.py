@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -96,6 +97,8 @@ class EngineWorker(QObject):
     def load(self, request_id: int, request: LoadRequest) -> None:
         self._stop.clear()
         self._close_runtime()
+        what = _files_named(request.model_path, request.mtp_path)
+        log.info("loading %s", what)
         try:
             runtime = Runtime.load(
                 request.model_path,
@@ -106,16 +109,19 @@ class EngineWorker(QObject):
                 check_memory=request.check_memory,
             )
         except NotEnoughMemory as exc:
+            log.warning("not loaded: %s", exc)
             self.sig_load_too_big.emit(request_id, exc)
             return
         except LoadCancelled:
+            log.info("loading %s was cancelled", what)
             self.sig_load_failed.emit(request_id, "Loading was cancelled.", "")
             return
         except (ModelFileError, ModelLoadError) as exc:
+            log.warning("could not load %s: %s", what, exc)  # the dialog goes; the log keeps which file and why
             self.sig_load_failed.emit(request_id, str(exc), str(exc))
             return
         except Exception as exc:  # a bug or an unexpected llama.cpp failure: report, never crash the thread
-            log.exception("load failed")
+            log.exception("loading %s failed", what)
             self.sig_load_failed.emit(request_id, f"Could not load the model: {exc}", traceback.format_exc())
             return
         self._runtime = runtime
@@ -235,3 +241,12 @@ class EngineClient(QObject):
         self.sig_request_unload.emit()
         self.engine_thread.quit()
         return bool(self.engine_thread.wait(timeout_ms))
+
+
+def _files_named(model: ModelPaths, mtp: ModelPaths | None) -> str:
+    """The files a load request names, for the log: a.gguf, or a.gguf + mtp.gguf; parts joined by commas."""
+
+    def names(paths: ModelPaths) -> str:
+        return ", ".join(str(p) for p in ([paths] if isinstance(paths, Path) else paths))
+
+    return names(model) + (f" + MTP file {names(mtp)}" if mtp else "")

@@ -1,77 +1,111 @@
-"""Entry point of the `stride` GUI, and its `--self-test`.
+"""Entry point of the `stride` GUI, and its `--self-test` (app/self_test.py).
 
-`stride --self-test [--model FILE] [--mtp-depth D] [--out FILE]` opens the real
-window, loads the model (default: the built-in demo), types a prompt and clicks
-Send exactly as a user would, waits for the reply and prints one JSON line:
-ok, n_predicted, tokens_per_second, acceptance, max_ui_stall_ms, screenshot, and
-cpu_variant (which build of llama.cpp's CPU backend runs: "haswell", "sse42", ... in a
-portable build, "native" in pip's default one).
-It uses a temporary data folder, so it never touches the user's conversations.
+`stride [FILE ...]` opens the window on a model (any part of a split model; several files are the
+parts of one), else on the last one used. `stride --self-test [--model FILE] [--mtp-depth D]
+[--out FILE] [--screenshot PATH]` drives the real window once and prints one JSON line.
+Without a display (Linux, no DISPLAY or WAYLAND_DISPLAY, no QT_QPA_PLATFORM), the self-test runs
+offscreen by itself, and the window says in one `error:` line why it cannot open.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import sys
-import tempfile
 import time
 import traceback
+from collections.abc import Mapping
 
 STARTED = time.perf_counter()  # before Qt and the app load: "start to window shown" counts from here
 
-from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import TracebackType  # noqa: E402
-from typing import Any  # noqa: E402
 
-from PySide6.QtCore import QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
 from app.controller import ChatController  # noqa: E402
 from app.model_files import choice_of  # noqa: E402
 from app.resources import icon  # noqa: E402
-from app.settings import LoadResult, Settings, load_settings  # noqa: E402
+from app.self_test import SELF_TEST_PROMPT, StallMeter, run_self_test  # noqa: E402
+from app.settings import load_settings  # noqa: E402
 from app.store import ConversationStore, StoreError, default_db_path  # noqa: E402
 from app.theme import apply_theme  # noqa: E402
 from app.views.error_dialog import show_error  # noqa: E402
 from app.views.main_window import MainWindow  # noqa: E402
-from engine import llama  # noqa: E402
-from engine.cli import parse_depth  # noqa: E402
+from engine import about, options  # noqa: E402
 from engine.demo import DEMO_NAME  # noqa: E402
 from engine.logs import configure_logging  # noqa: E402
-from engine.qt_worker import LoadedModel, ReplyResult  # noqa: E402
+
+__all__ = ["StallMeter", "main", "parse_args"]  # StallMeter: where the tests have always found it
 
 log = logging.getLogger("stride")
-SELF_TEST_PROMPT = "Hello! What can you do?"
-SELF_TEST_TIMEOUT_MS = 15 * 60 * 1000
-STALL_TIMER_MS = 10
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="stride", description="Stride: offline chat with Step Flash and MTP.")
-    parser.add_argument("--self-test", action="store_true", help="run the GUI end to end once and print JSON")
+def build_parser() -> argparse.ArgumentParser:
+    parser = options.Parser(prog="stride", description="Stride: offline chat with Step Flash and MTP.")
+    parser.add_argument(
+        "--version",
+        action=options.VersionAction,
+        about=lambda: about.version_text("stride"),
+        help="print Stride's version, llama-cpp-python's and llama.cpp's, and the CPU backend in use, then exit",
+    )
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="open the window, load the model, send one prompt as a user would, and print one JSON line "
+        "(works without a display: it falls back to offscreen)",
+    )
     parser.add_argument(
         "--model",
         default=None,
-        help=f"GGUF file to open, any part of a split model ('{DEMO_NAME}': the built-in demo model)",
+        help=f"GGUF file to open, any part of a split model ('{DEMO_NAME}': the built-in demo model; "
+        "default: the last model used, with --self-test the demo)",
     )
     # What a file manager passes (the .desktop entry's `Exec=stride %f`, the Windows file association);
     # several files are the parts of one split model, opened once.
     parser.add_argument("model_files", nargs="*", metavar="FILE", help="GGUF file(s) to open, as --model")
-    parser.add_argument("--mtp-model", default="", help="separate MTP-only GGUF for --self-test")
-    parser.add_argument("--mtp-depth", type=parse_depth, default=None, help="MTP depth for --self-test (0-3 or auto)")
-    parser.add_argument("--prompt", default=SELF_TEST_PROMPT, help="prompt for --self-test")
-    parser.add_argument("--max-tokens", type=int, default=512, help="reply length for --self-test")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for --self-test (0: all cores)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the self-test JSON to this file")
-    parser.add_argument("--verbose", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--mtp-model", default="", help="separate MTP-only GGUF (default: none)")
+    self_test = parser.add_argument_group("self-test options")
+    self_test.add_argument("--mtp-depth", type=options.depth, default=None, help=options.MTP_DEPTH_HELP)
+    self_test.add_argument("--prompt", default=SELF_TEST_PROMPT, help="the prompt it sends (default: %(default)r)")
+    self_test.add_argument("--max-tokens", type=options.positive_int, default=512, help=options.MAX_TOKENS_HELP)
+    self_test.add_argument("--threads", type=options.positive_int, default=None, help=options.THREADS_HELP)
+    self_test.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="also write the JSON line to this file (default: stdout only); the screenshot goes beside it",
+    )
+    self_test.add_argument(
+        "--screenshot",
+        type=Path,
+        default=None,
+        help="save the window's screenshot (PNG) here (default: beside --out, else in a temporary folder); "
+        "the JSON's `screenshot` says where it is",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="debug logging: llama.cpp's whole log (kept at warnings otherwise) in stride.log, and the log on stderr",
+    )
+    options.name_values(parser)
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     files = [_absolute(f) for f in ([args.model] if args.model else args.model_files)]
     args.model = choice_of(files) or None
     args.mtp_model = _absolute(args.mtp_model) if args.mtp_model else ""
     return args
+
+
+def no_display(environ: Mapping[str, str], platform: str = sys.platform) -> bool:
+    """Whether Qt would find no display (and abort): Linux with neither X11 nor Wayland, and no platform chosen."""
+    if not platform.startswith("linux") or environ.get("QT_QPA_PLATFORM"):
+        return False
+    return not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
 
 
 def _absolute(path: str) -> str:
@@ -90,118 +124,26 @@ def _install_excepthook(window: MainWindow) -> None:
     sys.excepthook = hook
 
 
-class StallMeter:
-    """The longest gap between ticks of a 10 ms timer on the GUI thread: how long the UI froze."""
-
-    def __init__(self) -> None:
-        self.timer = QTimer(interval=STALL_TIMER_MS)
-        self.timer.timeout.connect(self._tick)
-        self.last = 0.0
-        self.max_gap_ms = 0.0
-
-    def start(self) -> None:
-        self.last = time.perf_counter()
-        self.timer.start()
-
-    def stop(self) -> None:
-        self.timer.stop()
-
-    def _tick(self) -> None:
-        now = time.perf_counter()
-        self.max_gap_ms = max(self.max_gap_ms, (now - self.last) * 1000)
-        self.last = now
-
-
-def run_self_test(app: QApplication, args: argparse.Namespace) -> int:
-    folder = Path(tempfile.mkdtemp(prefix="stride-self-test-"))
-    settings = replace(
-        Settings(),
-        max_tokens=args.max_tokens,
-        threads=args.threads,
-        temperature=0.0,
-    )
-    if args.mtp_depth is not None:
-        settings = replace(settings, mtp_depth=args.mtp_depth)
-    apply_theme(app, settings.theme)
-    window = MainWindow()
-    store = ConversationStore(folder / "conversations.db")
-    controller = ChatController(window, store, LoadResult(settings, None), settings_path=folder / "settings.toml")
-    _install_excepthook(window)
-    stall = StallMeter()
-    outcome: dict[str, Any] = {
-        "ok": False,
-        "n_predicted": 0,
-        "tokens_per_second": None,
-        "acceptance": None,
-        "max_ui_stall_ms": None,
-        "screenshot": None,
-        "cpu_variant": None,
-    }
-
-    def send(_loaded: LoadedModel) -> None:
-        outcome["cpu_variant"] = llama.cpu_variant()  # the backend is up once a model has loaded
-        window.composer.edit.setPlainText(args.prompt)
-        stall.start()
-        window.composer.send_button.click()  # the same path a user's click takes
-
-    def finished(result: ReplyResult | None) -> None:
-        stall.stop()
-        app.processEvents()
-        shot = (args.out.parent if args.out else folder) / "stride-self-test.png"
-        window.grab().save(str(shot))
-        outcome["max_ui_stall_ms"] = round(stall.max_gap_ms, 1)
-        outcome["screenshot"] = str(shot)
-        if result is not None:
-            stats = result.stats
-            outcome.update(
-                n_predicted=stats["n_predicted"],
-                tokens_per_second=stats["tokens_per_second"],
-                acceptance=stats["acceptance"],
-                mtp_depth=stats["mtp_depth"],
-                stop_reason=stats["stop_reason"],
-                text=result.text[:200],
-            )
-            outcome["ok"] = stats["n_predicted"] > 0 and stats["stop_reason"] in ("eog", "max_tokens")
-        finish()
-
-    def failed(message: str) -> None:
-        outcome["error"] = message
-        finish()
-
-    def timed_out() -> None:
-        outcome["error"] = "the self-test did not finish in time"
-        finish()
-
-    def finish() -> None:
-        window.close()  # the controller shuts the engine down cleanly first
-        app.quit()  # an error dialog left open must not keep the self-test alive
-
-    controller.sig_model_ready.connect(send)
-    controller.sig_reply_finished.connect(finished)
-    controller.sig_model_failed.connect(failed)
-    QTimer.singleShot(SELF_TEST_TIMEOUT_MS, timed_out)
-    window.show()
-    # The first turn of the event loop after show(): the window is on screen.
-    QTimer.singleShot(0, lambda: outcome.update(window_shown_s=round(time.perf_counter() - STARTED, 3)))
-    controller.start(args.model or DEMO_NAME, args.mtp_model)
-    app.exec()
-    line = json.dumps(outcome)
-    print(line, flush=True)
-    if args.out:
-        args.out.write_text(line + "\n", encoding="utf-8")
-    return 0 if outcome["ok"] else 1
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     configure_logging(verbose=args.verbose)
+    if QApplication.instance() is None and no_display(os.environ):
+        if not args.self_test:
+            log.error("no display: DISPLAY and WAYLAND_DISPLAY are unset")
+            print(
+                "error: no display to open Stride's window on (DISPLAY and WAYLAND_DISPLAY are unset); "
+                "start it from a desktop session",
+                file=sys.stderr,
+            )
+            return options.EXIT_USAGE
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # the self-test needs no screen: it grabs the window
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("Stride")
     app.setOrganizationName("Stride")
     app.setWindowIcon(icon("stride"))
     if args.self_test:
-        return run_self_test(app, args)
+        return run_self_test(app, args, STARTED, _install_excepthook)
 
     settings = load_settings()
     apply_theme(app, settings.settings.theme)
@@ -210,12 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         store = ConversationStore(default_db_path())
     except StoreError as exc:
         # Nothing else can run without the conversation folder: a blocking message is right here.
+        log.error("cannot start: %s", exc)
         QMessageBox.critical(None, "Stride cannot start", str(exc))
         return 2
     controller = ChatController(window, store, settings)
     _install_excepthook(window)
     window.restore_geometry()
     window.show()
+    if args.model:
+        log.info("opening %s from the command line", args.model)
     controller.start(args.model, args.mtp_model)  # None: the last model used
     return app.exec()
 

@@ -9,8 +9,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import platformdirs
 import pytest
 
+# The user's cache folder, before the sandbox hides it: the llama-cpp-python sdist some tests read is there.
+os.environ.setdefault("STRIDE_USER_CACHE", platformdirs.user_cache_dir("stride", appauthor=False))
 # Keep every test away from the real user's data, settings and logs (platformdirs reads XDG_*).
 _SANDBOX = Path(os.environ.setdefault("STRIDE_TEST_HOME", f"/tmp/stride-test-home-{os.getpid()}"))
 for _var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):

@@ -13,24 +13,24 @@ import sys
 import tarfile
 from pathlib import Path
 
+import platformdirs
+
 SDIST_VERSION = "0.3.36"
 SDIST_ROOT = f"llama_cpp_python-{SDIST_VERSION}"
 SDIST_NAME = f"{SDIST_ROOT}.tar.gz"
-CACHE_DIR = Path.home() / ".cache" / "stride"
+# The user's cache folder for Stride (~/.cache/stride on Linux). conftest.py hides the XDG folders
+# from the tests and passes the real one on as STRIDE_USER_CACHE.
+CACHE_DIR = Path(os.environ.get("STRIDE_USER_CACHE") or platformdirs.user_cache_dir("stride", appauthor=False))
 
 
 def _candidates() -> list[Path]:
     override = os.environ.get("STRIDE_SDIST")
-    return [
-        *([Path(override)] if override else []),
-        CACHE_DIR / SDIST_NAME,
-        Path("/work/cache") / SDIST_NAME,
-    ]
+    return [*([Path(override)] if override else []), CACHE_DIR / SDIST_NAME]
 
 
 @functools.cache
 def llama_cpp_sdist() -> Path:
-    """Path of the sdist: $STRIDE_SDIST, the Stride cache, /work/cache, else downloaded from PyPI."""
+    """Path of the sdist: $STRIDE_SDIST, else the user's Stride cache folder, else downloaded there from PyPI."""
     for path in _candidates():
         if path.is_file():
             return path

@@ -8,7 +8,6 @@ results for an older request are dropped.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
@@ -21,6 +20,7 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
 from app.model_files import ModelChoice, display_name, engine_paths, recent_with, remembered
+from app.reply_buffer import ReplyBuffer
 from app.settings import LoadResult, Settings, SettingsError, save_settings, validate
 from app.store import ConversationStore, Message, StoreError
 from app.theme import apply_theme
@@ -43,32 +43,32 @@ TITLE_LENGTH = 48
 
 @dataclass
 class ActiveReply:
-    """The reply being generated: its own conversation, whichever one is on screen."""
+    """The reply being generated: its own conversation, whichever one is on screen.
+
+    Its text has one owner, `buffer`: the transcript row paints from it, the periodic save writes
+    from it, and the engine's final result reconciles it once.
+    """
 
     request_id: int
     conversation_id: int
     message_id: int
     started: float = field(default_factory=time.monotonic)
-    content: str = ""
-    reasoning: str = ""
-    spans: dict[str, list[list[int]]] = field(default_factory=lambda: {"answer": [], "reasoning": []})
+    buffer: ReplyBuffer = field(default_factory=ReplyBuffer)
     thought_seconds: float | None = None
-    dirty: bool = False
+    dirty: bool = False  # text came in since the last save
+
+    @property
+    def content(self) -> str:
+        return self.buffer.content
+
+    @property
+    def reasoning(self) -> str:
+        return self.buffer.reasoning
 
     def add(self, kind: str, text: str, from_draft: bool) -> None:
-        before = len(self.reasoning if kind == "reasoning" else self.content)
-        if kind == "reasoning":
-            self.reasoning += text
-        else:
-            if self.thought_seconds is None and self.reasoning:
-                self.thought_seconds = time.monotonic() - self.started
-            self.content += text
-        if from_draft:
-            spans = self.spans[kind]
-            if spans and spans[-1][1] == before:
-                spans[-1][1] = before + len(text)
-            else:
-                spans.append([before, before + len(text)])
+        if kind == "answer" and self.thought_seconds is None and self.buffer.reasoning:
+            self.thought_seconds = time.monotonic() - self.started
+        self.buffer.append(kind, text, from_draft)
         self.dirty = True
 
 
@@ -338,15 +338,10 @@ class ChatController(QObject):
             return
         self.conversation_id = conversation_id
         active = self.active
-        if active is not None and active.conversation_id == conversation_id:
-            # The database lags the live reply by up to a flush interval: show the live text.
-            for i, msg in enumerate(messages):
-                if msg.id == active.message_id:
-                    messages[i] = replace(
-                        msg, content=active.content, reasoning=active.reasoning, draft_spans=copy.deepcopy(active.spans)
-                    )
+        # The database lags the live reply by up to a flush interval: its row shows the live buffer.
+        buffers = {active.message_id: active.buffer} if active and active.conversation_id == conversation_id else {}
         summaries = {row: reply_summary(m.stats) for row, m in enumerate(messages) if m.role == "assistant" and m.stats}
-        self.window.transcript_model.set_messages(messages, summaries)
+        self.window.transcript_model.set_messages(messages, summaries, buffers)
         self.window.transcript.scrollToBottom()
         self.refresh_sidebar()
         last = next((m for m in reversed(messages) if m.stats), None)
@@ -478,7 +473,7 @@ class ChatController(QObject):
         request_id = self.engine.generate(request)
         self.active = ActiveReply(request_id, conversation_id, reply.id)
         if conversation_id == self.conversation_id:
-            self.window.transcript_model.append_message(reply)
+            self.window.transcript_model.append_message(reply, self.active.buffer)
             self.window.transcript.scrollToBottom()
         n_heads = self.loaded.n_heads if self.loaded else 0
         self.window.stats_panel.reset(n_heads)
@@ -505,17 +500,19 @@ class ChatController(QObject):
         row = self._visible_row()
         for seg in delta.segments:
             active.add(seg.kind, seg.text, seg.from_draft)
-            if row is not None:
-                self.window.transcript_model.append_stream(row, seg.kind, seg.text, seg.from_draft)
-        if row is not None:
+        if row is not None:  # the row paints from the reply's buffer
+            self.window.transcript_model.streamed(row)
             self.window.transcript.scroll_to_bottom_if_following()
 
     def _on_stats(self, request_id: int, snapshot: dict[str, Any]) -> None:
         if self.active and request_id == self.active.request_id:
             self.window.stats_panel.update_stats(snapshot)
-            if self.loaded:
-                used = int(snapshot["n_prompt"]) + int(snapshot["n_predicted"])
-                self.window.set_context(used, self.loaded.n_ctx)
+            self._show_context_used(snapshot)
+
+    def _show_context_used(self, snapshot: dict[str, Any]) -> None:
+        if self.loaded:
+            used = int(snapshot["n_prompt"]) + int(snapshot["n_predicted"])
+            self.window.set_context(used, self.loaded.n_ctx)
 
     def _flush_active(self) -> None:
         """Save the streaming reply so a crash loses at most one flush interval of text."""
@@ -537,11 +534,11 @@ class ChatController(QObject):
         self._guard(
             lambda: self.store.update_message(
                 active.message_id,
-                content=active.content,
-                reasoning=active.reasoning,
+                content=active.buffer.content,
+                reasoning=active.buffer.reasoning,
                 status=status,
                 stats=stats,
-                draft_spans=active.spans,
+                draft_spans=active.buffer.draft_spans(),
                 thought_seconds=active.thought_seconds,
             ),
             quiet=quiet,
@@ -552,6 +549,7 @@ class ChatController(QObject):
         if active is None or request_id != active.request_id:
             return
         stop_reason = result.stats.get("stop_reason")
+        active.buffer.finish(result.text, result.reasoning)  # the engine's final text wins over what streamed
         self._finish(active, "stopped" if stop_reason == "cancelled" else "complete", result.stats)
         notes = []
         if result.template_warning:
@@ -592,17 +590,20 @@ class ChatController(QObject):
             if row is not None:
                 final = replace(
                     cast(Message, w.transcript_model.message(row)),
-                    content=active.content,
-                    reasoning=active.reasoning,
+                    content=active.buffer.content,
+                    reasoning=active.buffer.reasoning,
                     status=status,
                     stats=stats,
-                    draft_spans=copy.deepcopy(active.spans),
+                    draft_spans=active.buffer.draft_spans(),
                     thought_seconds=active.thought_seconds,
                 )
                 w.transcript_model.update_message(row, final)
                 if stats:
                     w.transcript_model.set_summary(row, reply_summary(stats))
-        w.stats_panel.finish(stats or None)  # the final figures; the big "now" figure becomes the reply's average
+        # The final figures, applied here once; the big "now" figure becomes the reply's average.
+        w.stats_panel.finish(stats or None)
+        if stats:
+            self._show_context_used(stats)
         self.refresh_sidebar()
 
     def stop(self) -> None:

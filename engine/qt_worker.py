@@ -170,8 +170,8 @@ class EngineWorker(QObject):
             log.exception("generation failed")
             self.sig_failed.emit(request_id, f"Generation failed: {exc}", traceback.format_exc())
             return
+        # The final figures travel once, in the result; sig_stats carries only the live ones.
         snapshot = reply.stats.snapshot()
-        self.sig_stats.emit(request_id, snapshot)
         result = ReplyResult(reply.text, reply.reasoning, len(reply.token_ids), snapshot, prompt.warning, n_dropped)
         self.sig_finished.emit(request_id, result)
 

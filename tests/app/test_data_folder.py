@@ -3,14 +3,13 @@
 Tests run as root here, and root writes through chmod, so "read-only" and "full" are
 real file systems instead: a read-only tmpfs and a 256 KB tmpfs, mounted in a private
 mount namespace (`unshare -m`) that only the child process sees. Where that is not
-allowed, those tests skip; the blocked-by-a-file case runs everywhere.
+allowed, those tests skip, or fail under CI=true; the blocked-by-a-file case runs everywhere.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from app import main as app_main
 from app.controller import ChatController
 from app.settings import Settings, load_settings
 from app.views.error_dialog import ErrorDialog
+from tests.capabilities import require_tool, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGE_END = "; free space or choose another data folder"
@@ -78,18 +78,22 @@ def in_mount_namespace(
 ) -> subprocess.CompletedProcess[str]:
     """Run Python with a fresh tmpfs (mount_options) on folder as its user data folder (XDG_DATA_HOME),
     in a mount namespace of its own: nothing else sees the mount, and it goes when the process ends."""
-    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
-        pytest.skip("needs Linux mount namespaces (unshare)")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("needs Linux mount namespaces")
+    unshare = require_tool("unshare", "install util-linux (apt-get install util-linux)")
     probe = subprocess.run(
-        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {folder}"], capture_output=True, text=True
+        [unshare, "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {folder}"], capture_output=True, text=True
     )
     if probe.returncode != 0:
-        pytest.skip(f"cannot mount in a private namespace here: {probe.stderr.strip()}")
+        unavailable(
+            f"cannot mount in a private namespace here ({probe.stderr.strip()})",
+            "run the tests as root with CAP_SYS_ADMIN (docker run --privileged)",
+        )
     script = 'mount -t tmpfs -o "$1" tmpfs "$2" && shift 2 && exec "$@"'
     env = {**os.environ, "PYTHONPATH": str(ROOT), "QT_QPA_PLATFORM": "offscreen", "XDG_DATA_HOME": str(folder)}
     command = [sys.executable, "-c", python_code, *args]
     return subprocess.run(
-        ["unshare", "-m", "sh", "-c", script, "sh", mount_options, str(folder), *command],
+        [unshare, "-m", "sh", "-c", script, "sh", mount_options, str(folder), *command],
         capture_output=True,
         text=True,
         timeout=60,

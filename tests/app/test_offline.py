@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.capabilities import require_tool, unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "QT_QPA_PLATFORM": "offscreen"}
 SELF_TEST = ["-m", "app.main", "--self-test", "--max-tokens", "40", "--threads", "1"]
+INSTALL = "install it (apt-get install {0}, dnf install {0})"
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="strace and unshare are Linux tools")
 
@@ -27,10 +29,23 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="st
 def traced(tmp_path: Path, *python_args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """Run Python under `strace -f -e trace=socket,connect`; the process and the traced calls."""
     trace = tmp_path / "trace.txt"
-    cmd = ["strace", "-f", "-qq", "-e", "trace=socket,connect", "-o", str(trace), sys.executable, *python_args]
+    cmd = [
+        require_tool("strace", INSTALL.format("strace")),
+        "-f",
+        "-qq",
+        "-e",
+        "trace=socket,connect",
+        "-o",
+        str(trace),
+        sys.executable,
+        *python_args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV, cwd=ROOT)
     if not trace.exists() or ("PTRACE" in proc.stderr and "not permitted" in proc.stderr):
-        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[-200:]}")
+        unavailable(
+            f"strace cannot trace here ({proc.stderr.strip()[-200:]})",
+            "allow ptrace: give the container CAP_SYS_PTRACE (docker run --cap-add SYS_PTRACE)",
+        )
     return proc, trace.read_text().splitlines()
 
 
@@ -38,7 +53,6 @@ def network_calls(calls: list[str]) -> list[str]:
     return [call for call in calls if "AF_INET" in call]  # AF_INET6 too
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 def test_the_self_test_opens_no_network_socket(tmp_path: Path) -> None:
     # The trace sees sockets: a control process that opens one is caught.
     _, control = traced(tmp_path, "-c", "import socket; socket.socket(socket.AF_INET6).close()")
@@ -50,16 +64,20 @@ def test_the_self_test_opens_no_network_socket(tmp_path: Path) -> None:
     assert network_calls(calls) == [], calls
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare is not installed")
 def test_the_self_test_works_without_any_network(tmp_path: Path) -> None:
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+    unshare = require_tool("unshare", INSTALL.format("util-linux"))
+    probe = subprocess.run([unshare, "-n", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
-        probe = subprocess.run(["unshare", "-r", "-n", "true"], capture_output=True, text=True)
+        probe = subprocess.run([unshare, "-r", "-n", "true"], capture_output=True, text=True)
         if probe.returncode != 0:
-            pytest.skip(f"cannot make a network namespace here: {probe.stderr.strip()}")
-        prefix = ["unshare", "-r", "-n"]  # an unprivileged user maps itself to root in a user namespace
+            unavailable(
+                f"cannot make a network namespace here ({probe.stderr.strip()})",
+                "allow namespaces: run as root with CAP_SYS_ADMIN (docker run --privileged) "
+                "or enable user namespaces (sysctl kernel.unprivileged_userns_clone=1)",
+            )
+        prefix = [unshare, "-r", "-n"]  # an unprivileged user maps itself to root in a user namespace
     else:
-        prefix = ["unshare", "-n"]
+        prefix = [unshare, "-n"]
     cmd = [*prefix, sys.executable, *SELF_TEST, "--out", str(tmp_path / "result.json")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]

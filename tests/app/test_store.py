@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
-import app.store.schema
+import app.store
 from app.store import ConversationStore, StoreError, default_db_path
+from tests.capabilities import as_unprivileged_user, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
+FTS5_FIX = "use a Python whose sqlite3 has FTS5 (python.org, pyenv, Debian and Ubuntu builds do)"
 STATS = {"tokens_per_second": 41.5, "n_predicted": 12, "acceptance": 0.75, "mtp_note": None}
 SPANS = {"answer": [[0, 4], [9, 12]], "reasoning": [[2, 3]]}
 
@@ -27,7 +29,7 @@ SPANS = {"answer": [[0, 4], [9, 12]], "reasoning": [[2, 3]]}
 def search_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     """Run a test with the FTS5 index and again as on an sqlite build without FTS5 (LIKE fallback)."""
     if not request.param:
-        monkeypatch.setattr(app.store.schema, "fts5_available", lambda conn: False)
+        monkeypatch.setattr(app.store, "_fts5_available", lambda conn: False)
     return bool(request.param)
 
 
@@ -278,7 +280,7 @@ def test_search_short_queries(search_mode: bool, store: ConversationStore) -> No
 
 def test_search_content_beyond_ascii_with_fts5(store: ConversationStore) -> None:
     if not store.full_text:
-        pytest.skip("this sqlite build has no FTS5")
+        unavailable("this sqlite build has no FTS5", FTS5_FIX)
     conv = store.create_conversation("x")
     store.add_message(conv.id, "user", "Скажи ПРИВЕТ миру")
     assert search_titles(store, "привет") == ["x"]
@@ -332,10 +334,10 @@ def test_streaming_reply_becomes_searchable_when_it_ends(search_mode: bool, stor
 def test_search_index_catches_up_after_a_build_without_fts5(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with ConversationStore(db_path) as s:
         if not s.full_text:
-            pytest.skip("this sqlite build has no FTS5")
+            unavailable("this sqlite build has no FTS5", FTS5_FIX)
         s.add_message(s.create_conversation("one").id, "user", "apple pie")
     with monkeypatch.context() as m:
-        m.setattr(app.store.schema, "fts5_available", lambda conn: False)
+        m.setattr(app.store, "_fts5_available", lambda conn: False)
         with ConversationStore(db_path) as s:
             s.add_message(s.create_conversation("two").id, "user", "apple tart")
             assert search_titles(s, "apple") == ["two", "one"]
@@ -618,16 +620,15 @@ def test_database_path_that_is_a_folder_is_a_clear_error(tmp_path: Path) -> None
     assert (tmp_path / "conversations.db").is_dir()  # not "recovered": it is not a damaged database
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes through chmod")
-def test_read_only_folder_is_a_clear_error(tmp_path: Path) -> None:
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
+def test_read_only_folder_is_a_clear_error() -> None:
+    def check(base: Path) -> None:  # as a user root's powers do not reach past chmod
+        folder = base / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
         with pytest.raises(StoreError, match=r"^cannot write .*choose another data folder$"):
             ConversationStore(folder / "conversations.db")
-    finally:
-        folder.chmod(0o755)
+
+    as_unprivileged_user(check)
 
 
 # -- crash safety ----------------------------------------------------------------------------------------------

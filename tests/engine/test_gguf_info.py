@@ -26,6 +26,7 @@ from engine.gguf import (
     memory,
     memory_verdict,
 )
+from tests.capabilities import as_unprivileged_user
 from tests.fixtures import builders
 from tests.fixtures.builders import patch_kv, tiny
 from tests.sdist import read_sdist_member
@@ -207,13 +208,16 @@ def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     assert "not a regular file" in str(error_of(fifo))
 
 
-@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0, reason="needs POSIX permissions and a non-root user")
-def test_unreadable_file(tmp_path: Path) -> None:
-    path = tiny(tmp_path / "model.gguf")
-    path.chmod(0)
-    err = error_of(path)
-    assert err.kind == "unreadable"
-    assert str(err) == "model.gguf cannot be read (permission denied); check the file's permissions"
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX permissions")
+def test_unreadable_file() -> None:
+    def check(folder: Path) -> None:  # as a user root's powers do not reach past chmod
+        path = tiny(folder / "model.gguf")
+        path.chmod(0)
+        err = error_of(path)
+        assert err.kind == "unreadable"
+        assert str(err) == "model.gguf cannot be read (permission denied); check the file's permissions"
+
+    as_unprivileged_user(check)
 
 
 def test_unknown_architecture_and_vision_projector(tmp_path: Path) -> None:

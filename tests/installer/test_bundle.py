@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -18,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
+from tests.capabilities import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -115,13 +116,13 @@ def test_bundle_is_complete(dist: Path) -> None:
         assert unused not in present
 
 
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 def test_deb_unpacked_runs_through_its_launchers(dist: Path, tmp_path: Path) -> None:
+    dpkg_deb = require_tool("dpkg-deb", "install dpkg (apt-get install dpkg; on Fedora, dnf install dpkg)")
     (deb,) = dist.glob("stride_*.deb")
-    fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Depends"], capture_output=True, text=True)
+    fields = subprocess.run([dpkg_deb, "-f", str(deb), "Package", "Depends"], capture_output=True, text=True)
     assert "Package: stride" in fields.stdout and "libc6 (>=" in fields.stdout
     root = tmp_path / "root"
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    subprocess.run([dpkg_deb, "-x", str(deb), str(root)], check=True)
     assert "Exec=stride" in (root / "usr/share/applications/stride.desktop").read_text()
     assert (root / "usr/share/icons/hicolor/scalable/apps/stride.svg").is_file()
     assert (root / "usr/share/icons/hicolor/256x256/apps/stride.png").is_file()
@@ -152,11 +153,11 @@ def python_installation_paths() -> list[str]:
     ]
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 def test_bundle_opens_nothing_from_a_python_installation(dist: Path, tmp_path: Path) -> None:
     """strace the whole self-test: no file of this Python, its venv or a system Python is touched."""
     log = tmp_path / "strace.log"
-    trace = ["strace", "-f", "-qq", "-e", "trace=open,openat,openat2,execve", "-o", str(log)]
+    strace = require_tool("strace", "install strace (apt-get install strace)")
+    trace = [strace, "-f", "-qq", "-e", "trace=open,openat,openat2,execve", "-o", str(log)]
     run_self_test([*trace, str(dist / "Stride" / "stride")], tmp_path)
     outside = [*python_installation_paths(), str(ROOT / "app"), str(ROOT / "engine")]
     opened = re.findall(r'(?:open|openat|openat2|execve)\((?:[A-Z_]+, )?"([^"]+)"', log.read_text())

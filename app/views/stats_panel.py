@@ -8,60 +8,35 @@ changes, and the sparkline repaints only itself.
 from __future__ import annotations
 
 import html
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPaintEvent, QPalette, QPen
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import (
     QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
     QProgressBar,
-    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
+from app.views.figures import DASH, count, duration, percent, rate
+from app.views.speed_charts import HeadBars, Sparkline, ValueLabel
 from engine.generate import AUTO
 from engine.stats import MTP_NOTE_TEXT
 
-DASH = "–"
 NOW_HEADING, IDLE_HEADING = "Now", "Last reply"  # the big figure: the rate right now, or the reply's average
 NOW_NAME, IDLE_NAME = "Tokens per second now", "Tokens per second, last reply's average"
 PANEL_WIDTH = 260
-SPARK_POINTS = 120  # 12 s of history at the worker's 10 updates a second
 MTP_OFF_NOTES = ("no_heads", "weights_absent", "depth_zero")  # notes meaning no drafting at all this reply
 
-_T = TypeVar("_T")
 _Label = TypeVar("_Label", bound=QLabel)
 
 
 # Formatting ----------------------------------------------------------------------------
-
-
-def _count(n: int | None) -> str:
-    return DASH if n is None else f"{n:,}"
-
-
-def _rate(value: float | None) -> str:
-    if value is None:
-        return DASH
-    return f"{value:,.0f}" if value >= 1000 else f"{value:.1f}"
-
-
-def _percent(fraction: float | None) -> str:
-    return DASH if fraction is None else f"{fraction:.0%}"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return DASH
-    if seconds < 0.9995:  # below this, rounding to ms would print "1000 ms"
-        return f"{seconds * 1000:.0f} ms"
-    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:,.1f} s"
 
 
 def _depth_text(depth: int, requested: object, now: object = None, speedup: object = None, short: bool = False) -> str:
@@ -86,10 +61,6 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
-def _at(values: Sequence[_T], index: int) -> _T | None:
-    return values[index] if index < len(values) else None
-
-
 def reply_summary(snapshot: Mapping[str, Any]) -> str:
     """One line for under a finished message: tokens, speed, MTP and time to first token.
 
@@ -99,7 +70,7 @@ def reply_summary(snapshot: Mapping[str, Any]) -> str:
     parts = [f"{n:,} token" if n == 1 else f"{n:,} tokens"]
     tps = snapshot.get("tokens_per_second")
     if tps is not None:
-        parts.append(f"{_rate(tps)} tok/s")
+        parts.append(f"{rate(tps)} tok/s")
     depth = int(snapshot.get("mtp_depth") or 0)
     if depth > 0:
         requested, now = snapshot.get("mtp_depth_requested"), snapshot.get("auto_mode")
@@ -107,25 +78,15 @@ def reply_summary(snapshot: Mapping[str, Any]) -> str:
         parts.append(f"MTP depth {_depth_text(depth, requested, now, speedup)}")
         acceptance = snapshot.get("acceptance")
         if acceptance is not None:
-            accepted, drafted = _count(snapshot.get("n_accepted")), _count(snapshot.get("n_drafted"))
-            parts.append(f"{_percent(acceptance)} accepted ({accepted}/{drafted})")
+            accepted, drafted = count(snapshot.get("n_accepted")), count(snapshot.get("n_drafted"))
+            parts.append(f"{percent(acceptance)} accepted ({accepted}/{drafted})")
     ttft = snapshot.get("ttft_s")
     if ttft is not None:
-        parts.append(f"first token {_duration(ttft)}")
+        parts.append(f"first token {duration(ttft)}")
     return " · ".join(parts)
 
 
 # Small building blocks -----------------------------------------------------------------
-
-
-def _tint(palette: QPalette, amount: float) -> QColor:
-    """The window colour moved towards the text colour: tracks and grid lines that suit any theme."""
-    a, b = palette.color(QPalette.ColorRole.Window), palette.color(QPalette.ColorRole.WindowText)
-    return QColor.fromRgbF(
-        a.redF() + (b.redF() - a.redF()) * amount,
-        a.greenF() + (b.greenF() - a.greenF()) * amount,
-        a.blueF() + (b.blueF() - a.blueF()) * amount,
-    )
 
 
 def _scaled_font(base: QFont, factor: float, weight: QFont.Weight) -> QFont:
@@ -147,216 +108,6 @@ def _show(widget: QWidget, visible: bool) -> None:
 def _muted(label: _Label) -> _Label:
     label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
     return label
-
-
-class _ValueLabel(QLabel):
-    """A figure that screen readers announce as "<name>: <value>"."""
-
-    def __init__(self, name: str, parent: QWidget | None = None) -> None:
-        super().__init__(DASH, parent)
-        self.setTextFormat(Qt.TextFormat.PlainText)
-        self.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        self.setAccessibleName(name)
-        self.setAccessibleDescription(f"{name}: not available")
-
-    def show_value(self, text: str, spoken: str | None = None) -> None:
-        """spoken: the words for screen readers when the text has symbols or units they read badly."""
-        if text != self.text():  # setText always schedules a relayout, so skip it when nothing changed
-            self.setText(text)
-        words = "not available" if text == DASH else spoken or text
-        description = f"{self.accessibleName()}: {words}"
-        if description != self.accessibleDescription():
-            self.setAccessibleDescription(description)
-
-
-class _Bar(QWidget):
-    """A thin rounded bar: a theme-derived track with an accent fill for 0..1."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setFixedHeight(7)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self._fraction: float | None = None
-
-    @property
-    def fraction(self) -> float | None:
-        return self._fraction
-
-    def set_fraction(self, fraction: float | None) -> None:
-        if fraction != self._fraction:
-            self._fraction = fraction
-            self.update()
-
-    def paintEvent(self, event: QPaintEvent) -> None:
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.setPen(Qt.PenStyle.NoPen)
-        palette = self.palette()  # its current colour group greys the bar when the row is disabled
-        rect = QRectF(self.rect())
-        radius = rect.height() / 2
-        painter.setBrush(_tint(palette, 0.14))
-        painter.drawRoundedRect(rect, radius, radius)
-        if self._fraction:
-            # Never narrower than the bar is tall, so a small share still shows as a dot.
-            fill = QRectF(rect)
-            fill.setWidth(max(rect.width() * min(self._fraction, 1.0), rect.height()))
-            painter.setBrush(palette.color(QPalette.ColorRole.Highlight))
-            painter.drawRoundedRect(fill, radius, radius)
-
-
-# Public widgets ------------------------------------------------------------------------
-
-
-class Sparkline(QWidget):
-    """A small line chart of the last SPARK_POINTS tokens/s values, oldest at the left, newest on the right."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._values: deque[float] = deque(maxlen=SPARK_POINTS)
-        self.setFixedHeight(48)
-        self.setMinimumWidth(120)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.setAccessibleName("Tokens per second, recent history")
-        self._describe()
-
-    @property
-    def values(self) -> tuple[float, ...]:
-        return tuple(self._values)
-
-    def add_point(self, value: float) -> None:
-        self._values.append(max(value, 0.0))
-        self._describe()
-        self.update()  # repaint this widget only; its size never changes
-
-    def clear(self) -> None:
-        if self._values:
-            self._values.clear()
-            self._describe()
-            self.update()
-
-    def _describe(self) -> None:
-        if self._values:
-            latest, peak = _rate(self._values[-1]), _rate(max(self._values))
-            text = f"Latest {latest} tokens per second, peak {peak} over the last {len(self._values)} updates"
-        else:
-            text = "No tokens generated yet"
-        self.setAccessibleDescription(text)
-
-    def plot_area(self) -> QRectF:
-        return QRectF(self.rect()).adjusted(2, 4, -3, -1)  # room for the pen and the end dot
-
-    def points(self, area: QRectF) -> list[QPointF]:
-        """Where the values go: the oldest at the left edge, the newest at the right, whatever their
-        number (a short reply's few points span the width instead of bunching up at the right)."""
-        values = list(self._values)
-        if len(values) == 1:
-            values *= 2  # one value: a level line across
-        top = max(values) * 1.15 or 1.0  # headroom so the peak does not touch the edge
-        step = area.width() / (len(values) - 1)
-        bottom, height = area.bottom(), area.height()
-        return [QPointF(area.left() + i * step, bottom - value / top * height) for i, value in enumerate(values)]
-
-    def paintEvent(self, event: QPaintEvent) -> None:
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        palette = self.palette()
-        area = self.plot_area()
-        grid = _tint(palette, 0.18)
-        painter.setPen(QPen(grid, 1))
-        painter.drawLine(area.bottomLeft(), area.bottomRight())
-        if not self._values:
-            return
-        points = self.points(area)
-        accent = palette.color(QPalette.ColorRole.Highlight)
-        line = QPainterPath(points[0])
-        for point in points[1:]:
-            line.lineTo(point)
-        fill = QPainterPath(line)
-        fill.lineTo(points[-1].x(), area.bottom())
-        fill.lineTo(points[0].x(), area.bottom())
-        fill.closeSubpath()
-        shade = QColor(accent)
-        shade.setAlphaF(0.18)
-        painter.fillPath(fill, shade)
-        pen = QPen(accent, 1.6)
-        pen.setCapStyle(Qt.PenCapStyle.RoundCap)
-        pen.setJoinStyle(Qt.PenJoinStyle.RoundJoin)
-        painter.strokePath(line, pen)
-        painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(accent)
-        painter.drawEllipse(points[-1], 2.5, 2.5)
-
-
-class _HeadRow(QWidget):
-    def __init__(self, number: int, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.value = _ValueLabel(f"Head {number} acceptance")
-        self.bar = _Bar()
-        grid = QGridLayout(self)
-        grid.setContentsMargins(0, 0, 0, 0)
-        grid.setHorizontalSpacing(8)
-        grid.setVerticalSpacing(3)
-        grid.addWidget(QLabel(f"Head {number}"), 0, 0)
-        grid.addWidget(self.value, 0, 1)
-        grid.addWidget(self.bar, 1, 0, 1, 2)
-        grid.setColumnStretch(1, 1)
-
-    def show_used(self, fraction: float | None, drafted: int, accepted: int) -> None:
-        if not self.isEnabled():
-            self.setEnabled(True)
-        if fraction is None:
-            self.value.show_value(DASH)
-        else:
-            self.value.show_value(
-                f"{_percent(fraction)} · {accepted:,}/{drafted:,}",
-                spoken=f"{_percent(fraction)}, {accepted:,} of {drafted:,} drafts accepted",
-            )
-        self.bar.set_fraction(fraction)
-
-    def show_unused(self) -> None:
-        if self.isEnabled():
-            self.setEnabled(False)  # the disabled colour group greys text and bar in any theme
-        self.value.show_value("not used", spoken="not used at this depth")
-        self.bar.set_fraction(None)
-
-
-class HeadBars(QWidget):
-    """One bar per MTP head: the share of its drafts the trunk accepted; heads past the depth greyed."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._rows: list[_HeadRow] = []
-        self._layout = QVBoxLayout(self)
-        self._layout.setContentsMargins(0, 0, 0, 0)
-        self._layout.setSpacing(8)
-        self.setAccessibleName("Acceptance per MTP head")
-
-    def set_heads(self, n_heads: int) -> None:
-        while len(self._rows) < n_heads:
-            row = _HeadRow(len(self._rows) + 1)
-            row.show_used(None, 0, 0)
-            self._layout.addWidget(row)
-            self._rows.append(row)
-        while len(self._rows) > n_heads:
-            row = self._rows.pop()
-            self._layout.removeWidget(row)
-            row.setParent(None)  # gone at once (not at the next event loop pass); Python frees it
-
-    def head_count(self) -> int:
-        return len(self._rows)
-
-    def set_values(
-        self,
-        acceptance_per_position: Sequence[float | None],
-        drafted: Sequence[int],
-        accepted: Sequence[int],
-        depth: int,
-    ) -> None:
-        for index, row in enumerate(self._rows):
-            if index >= depth:
-                row.show_unused()
-            else:
-                row.show_used(_at(acceptance_per_position, index), _at(drafted, index) or 0, _at(accepted, index) or 0)
 
 
 class StatsPanel(QWidget):
@@ -389,7 +140,7 @@ class StatsPanel(QWidget):
         self.mtp_banner.hide()
 
         # Now
-        self.now_value = _ValueLabel(NOW_NAME)
+        self.now_value = ValueLabel(NOW_NAME)
         self.now_value.setFont(_scaled_font(self.font(), 2.4, QFont.Weight.Bold))
         self.sparkline = Sparkline()
         now_row = QHBoxLayout()
@@ -398,22 +149,22 @@ class StatsPanel(QWidget):
         now_row.addWidget(_muted(QLabel("tok/s")), 0, Qt.AlignmentFlag.AlignBottom)
 
         # This reply
-        self.average_value = _ValueLabel("Tokens per second over the reply")
-        self.ttft_value = _ValueLabel("Time to first token")
-        self.prompt_value = _ValueLabel("Prompt tokens")
-        self.prompt_rate_value = _ValueLabel("Prompt tokens per second")
-        self.generated_value = _ValueLabel("Generated tokens")
+        self.average_value = ValueLabel("Tokens per second over the reply")
+        self.ttft_value = ValueLabel("Time to first token")
+        self.prompt_value = ValueLabel("Prompt tokens")
+        self.prompt_rate_value = ValueLabel("Prompt tokens per second")
+        self.generated_value = ValueLabel("Generated tokens")
 
         # MTP drafts
-        self.depth_value = _ValueLabel("MTP depth")
+        self.depth_value = ValueLabel("MTP depth")
         self.depth_note = _muted(QLabel())
         self.depth_note.setAccessibleName("MTP depth note")
         self.depth_note.setWordWrap(True)
         self.depth_note.hide()
-        self.drafted_value = _ValueLabel("Drafted tokens")
-        self.accepted_value = _ValueLabel("Accepted drafts")
-        self.acceptance_value = _ValueLabel("Acceptance")
-        self.mean_value = _muted(_ValueLabel("Mean accepted length"))
+        self.drafted_value = ValueLabel("Drafted tokens")
+        self.accepted_value = ValueLabel("Accepted drafts")
+        self.acceptance_value = ValueLabel("Acceptance")
+        self.mean_value = _muted(ValueLabel("Mean accepted length"))
         self.head_bars = HeadBars()
 
         column = QVBoxLayout(self)
@@ -464,7 +215,7 @@ class StatsPanel(QWidget):
         return label
 
     @staticmethod
-    def _grid(*rows: tuple[str, _ValueLabel] | QWidget) -> QGridLayout:
+    def _grid(*rows: tuple[str, ValueLabel] | QWidget) -> QGridLayout:
         """Caption left, value right; a lone widget spans the row (a note under the figure above)."""
         grid = QGridLayout()
         grid.setHorizontalSpacing(10)
@@ -482,7 +233,7 @@ class StatsPanel(QWidget):
 
     def displayed_text(self) -> str:
         """Every figure on show as "<name>: <text>" lines, the MTP banner included when visible."""
-        lines = [f"{label.accessibleName()}: {label.text()}" for label in self.findChildren(_ValueLabel)]
+        lines = [f"{label.accessibleName()}: {label.text()}" for label in self.findChildren(ValueLabel)]
         if not self.mtp_banner.isHidden():
             lines.append(self.mtp_banner.accessibleDescription())
         if not self.depth_note.isHidden():
@@ -525,7 +276,7 @@ class StatsPanel(QWidget):
             self.update_stats(snapshot)
         self._set_live(False)
         average = (self.last_snapshot or {}).get("tokens_per_second")
-        self.now_value.show_value(_rate(average))
+        self.now_value.show_value(rate(average))
 
     def is_live(self) -> bool:
         """True while a reply runs (the big figure is the rate now), False after it ended."""
@@ -554,21 +305,21 @@ class StatsPanel(QWidget):
         if snapshot.get("prompt_seconds") is not None:
             _show(self.prompt_progress, False)
         now = snapshot.get("window_tokens_per_second")
-        self.now_value.show_value(_rate(now))
+        self.now_value.show_value(rate(now))
         if now is not None:
             self.sparkline.add_point(now)
 
         average = snapshot.get("tokens_per_second")
-        self.average_value.show_value(f"{_rate(average)} tok/s" if average is not None else DASH, _rate(average))
-        self.ttft_value.show_value(_duration(snapshot.get("ttft_s")))
+        self.average_value.show_value(f"{rate(average)} tok/s" if average is not None else DASH, rate(average))
+        self.ttft_value.show_value(duration(snapshot.get("ttft_s")))
         self.prompt_value.show_value(
             _prompt_text(int(snapshot.get("n_prompt") or 0), int(snapshot.get("n_prompt_evaluated") or 0))
         )
         prompt_rate = snapshot.get("prompt_tokens_per_second")
         self.prompt_rate_value.show_value(
-            f"{_rate(prompt_rate)} tok/s" if prompt_rate is not None else DASH, _rate(prompt_rate)
+            f"{rate(prompt_rate)} tok/s" if prompt_rate is not None else DASH, rate(prompt_rate)
         )
-        self.generated_value.show_value(_count(snapshot.get("n_predicted")))
+        self.generated_value.show_value(count(snapshot.get("n_predicted")))
 
         depth = int(snapshot.get("mtp_depth") or 0)
         note = snapshot.get("mtp_note")
@@ -583,9 +334,9 @@ class StatsPanel(QWidget):
             )
         )
         # With MTP off, zero drafts is not a figure worth reading: show it as not applicable.
-        self.drafted_value.show_value(_count(snapshot.get("n_drafted")) if drafting else DASH)
-        self.accepted_value.show_value(_count(snapshot.get("n_accepted")) if drafting else DASH)
-        self.acceptance_value.show_value(_percent(snapshot.get("acceptance")))
+        self.drafted_value.show_value(count(snapshot.get("n_drafted")) if drafting else DASH)
+        self.accepted_value.show_value(count(snapshot.get("n_accepted")) if drafting else DASH)
+        self.acceptance_value.show_value(percent(snapshot.get("acceptance")))
         mean = snapshot.get("mean_accepted_length")
         self.mean_value.show_value(f"{DASH if mean is None else f'{mean:.1f}'} drafts accepted per step")
         if depth > self.head_bars.head_count():

@@ -15,7 +15,8 @@ from pytestqt.qtbot import QtBot
 
 import engine.stats
 from app.theme import apply_theme
-from app.views.stats_panel import PANEL_WIDTH, SPARK_POINTS, HeadBars, Sparkline, StatsPanel, reply_summary
+from app.views.speed_charts import SPARK_POINTS, HeadBars, Sparkline
+from app.views.stats_panel import PANEL_WIDTH, StatsPanel, reply_summary
 from engine.stats import MTP_NOTE_TEXT, ReplyStats
 
 # Drafts accepted per step at depth 3, repeated: head 1 accepts 8/10, head 2 6/10, head 3 3/10.

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import app.store
+import app.store.schema
 from app.store import ConversationStore, StoreError, default_db_path
 from tests.capabilities import as_unprivileged_user, unavailable
 
@@ -29,7 +29,7 @@ SPANS = {"answer": [[0, 4], [9, 12]], "reasoning": [[2, 3]]}
 def search_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     """Run a test with the FTS5 index and again as on an sqlite build without FTS5 (LIKE fallback)."""
     if not request.param:
-        monkeypatch.setattr(app.store, "_fts5_available", lambda conn: False)
+        monkeypatch.setattr(app.store.schema, "fts5_available", lambda conn: False)
     return bool(request.param)
 
 
@@ -337,7 +337,7 @@ def test_search_index_catches_up_after_a_build_without_fts5(db_path: Path, monke
             unavailable("this sqlite build has no FTS5", FTS5_FIX)
         s.add_message(s.create_conversation("one").id, "user", "apple pie")
     with monkeypatch.context() as m:
-        m.setattr(app.store, "_fts5_available", lambda conn: False)
+        m.setattr(app.store.schema, "fts5_available", lambda conn: False)
         with ConversationStore(db_path) as s:
             s.add_message(s.create_conversation("two").id, "user", "apple tart")
             assert search_titles(s, "apple") == ["two", "one"]

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,10 +35,20 @@ from engine.llama import LoadCancelled, SamplerParams
 from engine.logs import configure_logging
 from engine.options import EXIT_USAGE
 from engine.runtime import LoadOptions, ModelLoadError, NotEnoughMemory, Runtime
+from engine.server import (
+    LocalHost,
+    ServedModel,
+    ServerConfig,
+    ServerStartError,
+    StrideServer,
+    bind,
+    is_loopback,
+)
 from engine.stats import ReplyStats
 from engine.units import format_bytes, format_params
 
 DEFAULT_CTX = 4096
+DEFAULT_HOST = "127.0.0.1"
 # A closed stdout (`stride-cli generate ... | head`) ends the program quietly with the status a Unix
 # tool killed by SIGPIPE has in a shell, 128 + 13, so `set -o pipefail` scripts see what they see of
 # `yes` or `cat` there.
@@ -188,6 +200,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run_args(p_bench)
     p_bench.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
+    p_serve = sub.add_parser(
+        "serve", help="serve the model over an OpenAI-compatible HTTP API", description=SERVE_DESCRIPTION
+    )
+    model_args(p_serve, required=True)
+    p_serve.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to listen on (default: %(default)s, this machine only); any other needs --api-key",
+    )
+    p_serve.add_argument("--port", type=options.port, default=8080, help="TCP port, 0 to 65535 (default: %(default)s)")
+    p_serve.add_argument(
+        "--api-key",
+        default=os.environ.get("STRIDE_API_KEY"),
+        help="key every /v1 request must send as 'Authorization: Bearer KEY' (default: $STRIDE_API_KEY, else none)",
+    )
+    p_serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="a web page origin allowed to call the API from a browser, repeatable (default: none, CORS off)",
+    )
+    p_serve.add_argument("--mtp-depth", type=options.depth, default=AUTO, help=options.MTP_DEPTH_HELP)
+    draft_args(p_serve)
+    p_serve.add_argument(
+        "--max-tokens-limit",
+        type=options.positive_int,
+        default=ServerConfig.max_tokens_limit,
+        help="the most tokens a request may ask for, and what one that asks nothing gets (default: %(default)s)",
+    )
+    p_serve.add_argument(
+        "--queue",
+        type=options.positive_int,
+        default=ServerConfig.queue_limit,
+        help="requests waiting or running at once; more get a 503 (default: %(default)s)",
+    )
+    run_args(p_serve)
     options.name_values(parser)
     return parser
 
@@ -208,6 +256,13 @@ DRAFT_SAMPLING_HELP = (
     "greedy (default): heads propose their top token, seeded output is identical at every depth; "
     "probabilistic: drafts are sampled and verified by rejection sampling, so acceptance holds up at "
     "temperature > 0 while the output still follows the model's distribution"
+)
+
+
+SERVE_DESCRIPTION = (
+    "Serve the model to other programs over an OpenAI-compatible HTTP API (/v1/chat/completions, "
+    "/v1/completions, /v1/models, /health), with MTP as set here. Prints the address once listening; "
+    "Ctrl+C stops it, ending the replies in flight."
 )
 
 
@@ -546,6 +601,54 @@ def cmd_bench(args: argparse.Namespace) -> int:
         runtime.close()
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    if not is_loopback(args.host) and not args.api_key:
+        raise CliError(
+            f"--host {args.host} lets other machines use the model: give --api-key KEY too "
+            f"(or keep the default {DEFAULT_HOST})"
+        )
+    try:  # before loading, so a busy port is said at once
+        sock = bind(args.host, args.port)
+    except ServerStartError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        runtime = _load(args)
+    except BaseException:
+        sock.close()
+        raise
+    defaults = GenerationParams(
+        mtp_depth=args.mtp_depth, p_min=args.p_min, draft_sampling=args.draft_sampling, draft_length=args.draft_length
+    )
+    host = LocalHost(runtime, ServedModel(runtime.info.path.name, runtime.n_ctx, int(time.time()), defaults))
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        cors_origins=tuple(args.cors_origin),
+        max_tokens_limit=args.max_tokens_limit,
+        queue_limit=args.queue,
+    )
+    server = StrideServer(host, config, sock)
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop is a Ctrl+C
+    try:
+        url = server.start()
+        print(f"Serving {runtime.info.path.name} at {url}/v1 (Ctrl+C stops)", flush=True)
+        server.wait()
+    except KeyboardInterrupt:
+        print("stopping: ending the replies in flight", file=sys.stderr, flush=True)
+    except ServerStartError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        server.stop()
+        host.close()
+    return 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def bench_table(results: Sequence[dict[str, Any]], depths: Sequence[int | str]) -> str:
     """Depth, tok/s and acceptance (medians over the repeats), and tok/s over plain decoding's."""
 
@@ -567,6 +670,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "inspect": cmd_inspect,
     "generate": cmd_generate,
     "bench": cmd_bench,
+    "serve": cmd_serve,
 }
 
 

@@ -67,6 +67,14 @@ def seed(text: str) -> int:
 
 
 
+def port(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..65535")
+    return value
+
+
 def ranged_float(low: float, high: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
@@ -116,6 +124,12 @@ METAVARS = {
     "--repeat": "K",
     "--out": "FILE",
     "--screenshot": "PATH",
+    "--host": "ADDRESS",
+    "--port": "N",
+    "--api-key": "KEY",
+    "--cors-origin": "ORIGIN",
+    "--max-tokens-limit": "N",
+    "--queue": "N",
 }
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from engine.autodraft import AutoDraft, StepPlan
 from engine.chat import ThinkSplitter
@@ -85,6 +86,21 @@ class Cancelled(Exception):
 
 DeltaCallback = Callable[[Delta, ReplyStats], None]
 ProgressCallback = Callable[[int, int], None]  # tokens evaluated, tokens to evaluate
+
+
+class PromptImage(Protocol):
+    """A picture in a prompt (engine.vision.PromptImage): its positions hold placeholder ids."""
+
+    @property
+    def start(self) -> int: ...
+
+    @property
+    def n_tokens(self) -> int: ...
+
+    @property
+    def head_token(self) -> int: ...  # the token the MTP heads are given at its positions
+
+    def embed(self) -> npt.NDArray[np.float32]: ...
 
 
 def resolve_depth(requested: int | str | None, n_heads: int, weights_absent: bool) -> tuple[int, str | None]:
@@ -209,33 +225,64 @@ class Generator:
         should_stop: Callable[[], bool],
         on_progress: ProgressCallback | None,
         heads_window: int | None = None,
+        images: Sequence[PromptImage] = (),
+        stats: ReplyStats | None = None,
     ) -> int:
-        """Evaluate tokens (all but the prompt's last); return how many were evaluated."""
+        """Evaluate tokens (all but the prompt's last); return how many were evaluated.
+
+        Pictures are encoded when their positions are reached (not when the cache holds them), and
+        encoding one counts as much progress as evaluating its positions.
+        """
         start = self._reusable_prefix(tokens, use_mtp, heads_window)
         drafter = self.drafter if use_mtp else None
         draft_from = start + 1 if drafter and start > 0 else start
         n_batch = self.target.n_batch
+        pending = [image for image in images if image.start + image.n_tokens > start]
         total = len(tokens) - start
+        work, done = total + sum(image.n_tokens for image in pending), 0
+        rows: npt.NDArray[np.float32] | None = None  # the embedding rows of the picture being evaluated
         self.target.set_abort(should_stop)
         try:
-            for pos in range(start, len(tokens), n_batch):
+            pos = start
+            while pos < len(tokens):
                 if should_stop():
                     raise Cancelled()
-                chunk = list(tokens[pos : pos + n_batch])
+                image = next((im for im in pending if im.start <= pos < im.start + im.n_tokens), None)
                 try:
-                    self.target.decode(chunk, pos, outputs="none")
+                    if image is not None:
+                        if rows is None:
+                            encode_start = time.perf_counter()
+                            rows = image.embed()
+                            if stats:
+                                stats.image_encode_seconds += time.perf_counter() - encode_start
+                            done += image.n_tokens
+                            if on_progress:
+                                on_progress(done, work)
+                        end = min(image.start + image.n_tokens, pos + n_batch)
+                        self.target.decode_embeddings(rows[pos - image.start : end - image.start], pos)
+                        # The heads cannot take embeddings: they get the picture's token with the trunk's rows.
+                        heads_see = [image.head_token] * (end - pos)
+                        if end == image.start + image.n_tokens:
+                            rows = None
+                    else:
+                        next_image = min((im.start for im in pending if im.start > pos), default=len(tokens))
+                        end = min(next_image, pos + n_batch, len(tokens))
+                        heads_see = list(tokens[pos:end])
+                        self.target.decode(heads_see, pos, outputs="none")
                 except DecodeAborted:
                     self.target.remove_from(pos)
                     raise Cancelled() from None
-                self.cached.extend(chunk)
+                self.cached.extend(tokens[pos:end])
                 if drafter:
-                    hidden = self.target.hidden_rows(len(chunk))
+                    hidden = self.target.hidden_rows(end - pos)
                     skip = max(draft_from - pos, 0)
                     if skip:
                         drafter.pending_h = hidden[skip - 1].copy()
-                    drafter.catch_up(chunk[skip:], pos + skip, hidden[skip:])
+                    drafter.catch_up(heads_see[skip:], pos + skip, hidden[skip:])
+                done += end - pos
+                pos = end
                 if on_progress:
-                    on_progress(pos + len(chunk) - start, total)
+                    on_progress(done, work)
         finally:
             self.target.set_abort(None)
         return total
@@ -251,16 +298,21 @@ class Generator:
         on_delta: DeltaCallback | None = None,
         on_progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        images: Sequence[PromptImage] = (),
     ) -> Reply:
-        """Generate after `prompt`. starts_in_reasoning: None for raw text (no <think> split)."""
+        """Generate after `prompt`. starts_in_reasoning: None for raw text (no <think> split).
+        images: the pictures whose positions in `prompt` hold placeholders (engine.vision)."""
         if not prompt:
             raise ValueError("empty prompt")
+        if any(image.start + image.n_tokens >= len(prompt) for image in images):
+            raise ValueError("a prompt must end with text after its pictures")
         n_ctx = self.target.n_ctx
         if len(prompt) >= n_ctx:
             raise PromptTooLong(f"the prompt is {len(prompt)} tokens but the context holds {n_ctx}")
         depth, note = resolve_depth(params.mtp_depth, self.n_heads, self.weights_absent)
         requested = params.mtp_depth if params.mtp_depth is not None else self.n_heads
         stats = ReplyStats(n_heads=self.n_heads, mtp_depth=depth, mtp_depth_requested=requested, mtp_note=note)
+        stats.n_image_tokens = sum(image.n_tokens for image in images)
         use_mtp = depth > 0 and self.drafter is not None
         auto = self.auto(depth) if use_mtp and params.mtp_depth == AUTO else None
         dynamic = use_mtp and params.draft_length == "dynamic"
@@ -270,10 +322,11 @@ class Generator:
         sampler = Sampler(params.sampler, explicit=params.draft_sampling == "probabilistic")
         try:
             for token in prompt[-params.sampler.repeat_last_n :]:
-                sampler.accept(token)
+                if token >= 0:  # picture positions hold negative placeholders
+                    sampler.accept(token)
             try:
                 window = self.head_window  # heads further behind than their window restart there
-                n_evaluated = self._prefill(prompt[:-1], use_mtp, should_stop, on_progress, window)
+                n_evaluated = self._prefill(prompt[:-1], use_mtp, should_stop, on_progress, window, images, stats)
             except Cancelled:
                 stats.prompt_done(len(prompt), 0)
                 stats.stop_reason = "cancelled"

@@ -14,14 +14,16 @@ import os
 import re
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import llama_cpp
 import numpy as np
 import numpy.typing as npt
-from llama_cpp import llama_cpp_ext
+from llama_cpp import llama_cpp_ext, mtmd_cpp
 
 LLAMA_CPP_PYTHON_VERSION: str = llama_cpp.__version__
 log = logging.getLogger("stride.llama")
@@ -142,6 +144,8 @@ def init_backend() -> None:
     with _init_lock:
         if not _initialised:
             llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+            mtmd_cpp.mtmd_log_set(_log_callback, ctypes.c_void_p(0))  # the vision projector's too
+            mtmd_cpp.mtmd_helper_log_set(_log_callback, ctypes.c_void_p(0))
             _load_backends()
             llama_cpp.llama_backend_init()
             _initialised = True
@@ -398,6 +402,28 @@ class Context:
     def select_head(self, head: int) -> None:
         llama_cpp_ext.llama_set_nextn_layer_offset(self.ptr, head)
 
+    def decode_embeddings(self, rows: npt.NDArray[np.float32], pos0: int) -> None:
+        """Decode input embedding rows (a picture's, from a Projector) at positions pos0.., no logits."""
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        batch = self.batch
+        llama_cpp.llama_batch_ext_clear(batch)
+        embd = llama_cpp.llama_embd()
+        embd.n_rows = 1
+        embd.n_embd = rows.shape[1]
+        for i in range(rows.shape[0]):
+            embd.data = rows[i].ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            idx = llama_cpp.llama_batch_ext_add_embd(batch, 0, embd)
+            if idx < 0:
+                raise LlamaError(f"batch rejected an image embedding row (code {idx})")
+            self._pos.value = pos0 + i
+            llama_cpp.llama_batch_ext_set_pos(batch, idx, ctypes.byref(self._pos))
+        rc = llama_cpp.llama_process(self.ptr, llama_cpp.LLAMA_PROCESS_TYPE_DECODE, batch)
+        if rc == 2:
+            raise DecodeAborted()
+        if rc != 0:
+            reason = "no free KV-cache slot (context full)" if rc == 1 else f"error code {rc}"
+            raise LlamaError(f"decode failed at position {pos0}: {reason}")
+
     def remove_from(self, pos: int) -> bool:
         """Forget positions >= pos (KV rollback). False when the cache cannot do it."""
         return bool(llama_cpp.llama_memory_seq_rm(self.mem, 0, pos, -1))
@@ -506,3 +532,125 @@ class Sampler:
         if self.ptr:
             llama_cpp.llama_sampler_free(self.ptr)
             self.ptr = None
+
+
+# --- vision: llama.cpp's mtmd ---------------------------------------------------------------------
+
+MTMD_CHUNK_IMAGE = 1  # mtmd_input_chunk_type: 0 text, 1 image, 2 audio
+
+
+class Picture(Protocol):
+    """One picture for the projector: an encoded file's bytes, or raw RGB rows when `rgb_size` is set."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def rgb_size(self) -> tuple[int, int] | None: ...  # (width, height) of raw RGB data
+
+
+class ImageChunk:
+    """A picture tokenized by mtmd, not yet encoded: `n_tokens` positions in the prompt."""
+
+    def __init__(self, projector: Projector, ptr: int, n_tokens: int) -> None:
+        self._projector = projector
+        self._ptr = ptr
+        self.n_tokens = n_tokens
+        self._release = weakref.finalize(self, mtmd_cpp.mtmd_input_chunk_free, ptr)
+
+    def encode(self) -> npt.NDArray[np.float32]:
+        """Run the vision encoder: one embedding row per position, (n_tokens, n_embd), copied."""
+        return self._projector.encode(self._ptr, self.n_tokens)
+
+
+class Projector:
+    """A vision projector (mmproj) loaded with mtmd beside its language model.
+
+    `marker` is the text that stands for a picture in a prompt: a caller-chosen string the user
+    cannot type by accident (the template's own `<im_patch>` can be typed).
+    """
+
+    def __init__(self, path: Path, model: Model, *, n_threads: int, marker: str) -> None:
+        init_backend()
+        params = mtmd_cpp.mtmd_context_params_default()
+        params.use_gpu = False
+        params.n_threads = n_threads
+        params.print_timings = False
+        params.warmup = False
+        self._marker = marker.encode()  # kept alive: mtmd reads the pointer while it initialises
+        params.media_marker = self._marker
+        _errors.first = None
+        try:
+            ptr = mtmd_cpp.mtmd_init_from_file(str(path).encode(), model.ptr, params)
+        finally:
+            reason, _errors.first = _errors.first, ""
+        if not ptr:
+            raise LlamaError(f"llama.cpp could not load the vision projector {path.name}: {_load_reason(reason)}")
+        self.ptr = ptr
+        self.path = path
+        self.model = model
+        self.marker = marker
+        self.n_embd = int(llama_cpp.llama_model_n_embd_inp(model.ptr))  # the rows mtmd gives: input width
+        if not mtmd_cpp.mtmd_support_vision(ptr) or mtmd_cpp.mtmd_decode_use_mrope(ptr):
+            self.close()
+            raise LlamaError(f"{path.name} is not a vision projector Stride can run (it needs M-RoPE or has no vision)")
+
+    def close(self) -> None:
+        if self.ptr:
+            mtmd_cpp.mtmd_free(self.ptr)
+            self.ptr = None
+
+    def tokenize(self, text: str, pictures: Sequence[Picture]) -> list[list[int] | ImageChunk]:
+        """Split a prompt at its markers: text tokens and picture chunks, in order (BOS added when the model wants it).
+
+        Raises LlamaError when a picture cannot be decoded.
+        """
+        bitmaps = [self._bitmap(p, i) for i, p in enumerate(pictures)]
+        chunks = mtmd_cpp.mtmd_input_chunks_init()
+        try:
+            data = text.encode("utf-8")
+            text_in = mtmd_cpp.mtmd_input_text()
+            text_in.text = data
+            text_in.text_len = len(data)
+            text_in.add_special = True
+            text_in.parse_special = True
+            array = (mtmd_cpp.mtmd_bitmap_p_ctypes * max(len(bitmaps), 1))(*bitmaps)
+            rc = mtmd_cpp.mtmd_tokenize(self.ptr, chunks, ctypes.byref(text_in), array, len(bitmaps))
+            if rc != 0:
+                what = "the pictures and the prompt's markers do not match" if rc == 1 else "preprocessing failed"
+                raise LlamaError(f"could not tokenize the prompt with its pictures: {what}")
+            out: list[list[int] | ImageChunk] = []
+            for i in range(mtmd_cpp.mtmd_input_chunks_size(chunks)):
+                chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, i)
+                n = int(mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk))
+                if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == MTMD_CHUNK_IMAGE:
+                    out.append(ImageChunk(self, mtmd_cpp.mtmd_input_chunk_copy(chunk), n))
+                else:
+                    n_text = ctypes.c_size_t()
+                    tokens = mtmd_cpp.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n_text))
+                    out.append([int(tokens[j]) for j in range(n_text.value)])
+            return out
+        finally:
+            mtmd_cpp.mtmd_input_chunks_free(chunks)
+            for bitmap in bitmaps:
+                mtmd_cpp.mtmd_bitmap_free(bitmap)
+
+    def _bitmap(self, picture: Picture, index: int) -> int:
+        if picture.rgb_size is not None:
+            width, height = picture.rgb_size
+            raw = (ctypes.c_uint8 * len(picture.data)).from_buffer_copy(picture.data)
+            bitmap = mtmd_cpp.mtmd_bitmap_init(width, height, raw)
+        else:
+            buf = (ctypes.c_uint8 * len(picture.data)).from_buffer_copy(picture.data)
+            bitmap = mtmd_cpp.mtmd_helper_bitmap_init_from_buf(self.ptr, buf, len(picture.data), False)
+        if not bitmap:
+            raise LlamaError(f"picture {index + 1} could not be decoded")
+        return int(bitmap)
+
+    def encode(self, chunk: int, n_tokens: int) -> npt.NDArray[np.float32]:
+        if mtmd_cpp.mtmd_encode_chunk(self.ptr, chunk) != 0:
+            raise LlamaError("the vision encoder failed; see the log")
+        out = mtmd_cpp.mtmd_get_output_embd(self.ptr)
+        if not out:
+            raise LlamaError("the vision encoder gave no output")
+        return np.ctypeslib.as_array(out, shape=(n_tokens, self.n_embd)).copy()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine import automemory, chat
+from engine import automemory, chat, vision
 from engine.generate import AUTO, GenerationParams, Generator, Reply
 from engine.gguf import (
     ModelFileError,
@@ -24,6 +24,7 @@ from engine.gguf import (
     estimate_memory,
     free_memory_bytes,
     inspect_model,
+    inspect_projector,
     memory_verdict,
 )
 from engine.llama import Context, ContextParams, LlamaError, LoadCancelled, Model
@@ -66,9 +67,10 @@ LoadProgress = Callable[[float, str], None]  # fraction 0..1, what is happening
 
 @dataclass(frozen=True)
 class ChatPrompt:
-    tokens: list[int]
+    tokens: list[int]  # a picture's positions hold placeholders (engine.vision)
     starts_in_reasoning: bool
     warning: str | None
+    images: tuple[vision.PromptImage, ...] = ()
 
 
 class Runtime:
@@ -82,8 +84,10 @@ class Runtime:
         target: Context,
         draft: Context | None,
         options: LoadOptions,
+        projector: vision.Vision | None = None,
     ) -> None:
         self.info = info
+        self.vision = projector
         self.model = model
         self.mtp_model = mtp_model
         self.target = target
@@ -128,14 +132,24 @@ class Runtime:
         progress: LoadProgress | None = None,
         should_cancel: Callable[[], bool] = lambda: False,
         check_memory: bool = False,
+        projector: Path | None = None,
     ) -> Runtime:
         """Inspect, then load: `path` is a model file, any part of a multi-part set or several parts of one
         (the whole set loads), likewise `mtp_path`. Raises ModelFileError, ModelLoadError or LoadCancelled, and with
-        check_memory NotEnoughMemory (before loading anything) when the estimate exceeds free memory."""
+        check_memory NotEnoughMemory (before loading anything) when the estimate exceeds free memory.
+        `projector`: a vision projector (mmproj) for pictures, checked against the model."""
         info = inspect_model(path, mtp_path)
         n_ctx = effective_context(options.n_ctx, info.context_length)
+        projector_info = inspect_projector(projector) if projector else None
+        if projector_info:
+            try:
+                vision.check_projector(projector_info, info)
+            except vision.ImageError as exc:
+                raise ModelLoadError(str(exc)) from None
         if check_memory:
             needed, free = estimate_memory(info, n_ctx).total, free_memory_bytes()
+            if projector_info:
+                needed += vision.projector_memory(projector_info, info.n_embd)
             if memory_verdict(needed, free) == "wont_fit":
                 raise NotEnoughMemory(info.path, needed, free, n_ctx)
         separate = info.mtp_weights == "separate"
@@ -151,6 +165,7 @@ class Runtime:
 
         model = mtp_model = None
         target = draft = None
+        seeing: vision.Vision | None = None
         try:
             model = _load_model(
                 info.parts, info.mtp_weights == "embedded", options, stage(0.0, trunk_done, "Loading weights")
@@ -172,21 +187,27 @@ class Runtime:
             target = Context(model, cparams, mtp=False)
             if info.mtp_weights in ("embedded", "separate"):
                 draft = Context(mtp_model or model, cparams, mtp=True)
+            if projector:
+                if progress:
+                    progress(0.98, "Loading the vision projector")
+                seeing = vision.Vision(projector, model, info, n_threads=options.threads())
             if should_cancel():
                 raise LoadCancelled(str(info.path))
         except BaseException as exc:
-            for resource in (draft, target, mtp_model, model):
+            for resource in (seeing, draft, target, mtp_model, model):
                 if resource is not None:
                     resource.close()
             if isinstance(exc, LlamaError):
                 raise ModelLoadError(f"{info.path.name}: {exc}") from exc
+            if isinstance(exc, vision.ImageError):
+                raise ModelLoadError(str(exc)) from exc
             raise
         if progress:
             progress(1.0, "Ready")
-        return cls(info, model, mtp_model, target, draft, options)
+        return cls(info, model, mtp_model, target, draft, options, seeing)
 
     def close(self) -> None:
-        for resource in (self.draft, self.target, self.mtp_model, self.model):
+        for resource in (self.vision, self.draft, self.target, self.mtp_model, self.model):
             if resource is not None:
                 resource.close()
 
@@ -199,7 +220,18 @@ class Runtime:
     def chat_prompt(
         self, messages: Sequence[Mapping[str, Any]], variables: Mapping[str, Any] | None = None
     ) -> ChatPrompt:
-        """Render messages with the model's own template (sandboxed) and tokenize them."""
+        """Render messages with the model's own template (sandboxed) and tokenize them.
+
+        Content may hold pictures (engine.vision); without a projector that is a vision.ImageError.
+        """
+        images: list[vision.ImageInput] = []
+        if vision.has_images(messages):
+            if self.vision is None:
+                raise vision.ImageError(
+                    "this model was loaded without a vision projector, so it reads text only; "
+                    "load it with its mmproj file to use pictures"
+                )
+            messages, images = vision.split_images(messages, self.vision.marker)
         bos_text = self.model.piece(self.model.bos).decode("utf-8", "replace") if self.model.add_bos else ""
         text, warning = chat.render_or_fallback(
             self.template,
@@ -212,8 +244,12 @@ class Runtime:
         # The template writes the BOS text itself; let the tokenizer add the real token once.
         if bos_text and text.startswith(bos_text):
             text = text[len(bos_text) :]
+        starts_in_reasoning = chat.generation_starts_in_reasoning(text)
+        if self.vision is not None and images:
+            tokens, placed = self.vision.tokenize(text, images)
+            return ChatPrompt(tokens, starts_in_reasoning, warning, placed)
         tokens = self.model.tokenize(text, add_special=True, parse_special=True)
-        return ChatPrompt(tokens, chat.generation_starts_in_reasoning(text), warning)
+        return ChatPrompt(tokens, starts_in_reasoning, warning)
 
     def fit_chat_prompt(
         self,

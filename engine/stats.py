@@ -34,6 +34,8 @@ class ReplyStats:
     n_prompt: int = 0  # prompt tokens in the context for this reply
     n_prompt_evaluated: int = 0  # of which evaluated now (the rest reused from the KV cache)
     n_predicted: int = 0
+    n_image_tokens: int = 0  # prompt positions that hold pictures
+    image_encode_seconds: float = 0.0  # encoding this reply's new pictures (reused ones cost nothing)
     n_drafted: int = 0
     n_accepted: int = 0
     n_steps: int = 0  # verification steps (target decode calls while generating)

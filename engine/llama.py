@@ -550,12 +550,16 @@ class Picture(Protocol):
 
 
 class ImageChunk:
-    """A picture tokenized by mtmd, not yet encoded: `n_tokens` positions in the prompt."""
+    """A picture, or one slice of it, tokenized by mtmd and not yet encoded: `n_tokens` positions in the prompt.
 
-    def __init__(self, projector: Projector, ptr: int, n_tokens: int) -> None:
+    `picture` is the index of the picture it comes from in the list given to Projector.tokenize.
+    """
+
+    def __init__(self, projector: Projector, ptr: int, n_tokens: int, picture: int) -> None:
         self._projector = projector
         self._ptr = ptr
         self.n_tokens = n_tokens
+        self.picture = picture
         self._release = weakref.finalize(self, mtmd_cpp.mtmd_input_chunk_free, ptr)
 
     def encode(self) -> npt.NDArray[np.float32]:
@@ -602,6 +606,7 @@ class Projector:
 
     def tokenize(self, text: str, pictures: Sequence[Picture]) -> list[list[int] | ImageChunk]:
         """Split a prompt at its markers: text tokens and picture chunks, in order (BOS added when the model wants it).
+        A large picture gives several chunks (its slices, then its overview), with text tokens between.
 
         Raises LlamaError when a picture cannot be decoded.
         """
@@ -624,7 +629,8 @@ class Projector:
                 chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, i)
                 n = int(mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk))
                 if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == MTMD_CHUNK_IMAGE:
-                    out.append(ImageChunk(self, mtmd_cpp.mtmd_input_chunk_copy(chunk), n))
+                    picture = int(mtmd_cpp.mtmd_input_chunk_get_id(chunk) or b"0")  # the id _bitmap gave it
+                    out.append(ImageChunk(self, mtmd_cpp.mtmd_input_chunk_copy(chunk), n, picture))
                 else:
                     n_text = ctypes.c_size_t()
                     tokens = mtmd_cpp.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n_text))
@@ -645,6 +651,7 @@ class Projector:
             bitmap = mtmd_cpp.mtmd_helper_bitmap_init_from_buf(self.ptr, buf, len(picture.data), False)
         if not bitmap:
             raise LlamaError(f"picture {index + 1} could not be decoded")
+        mtmd_cpp.mtmd_bitmap_set_id(bitmap, str(index).encode())
         return int(bitmap)
 
     def encode(self, chunk: int, n_tokens: int) -> npt.NDArray[np.float32]:

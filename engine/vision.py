@@ -177,15 +177,16 @@ def split_images(messages: Sequence[Mapping[str, Any]], marker: str) -> tuple[li
     return out, images
 
 
-def placeholder_ids(digest: str, n_tokens: int) -> list[int]:
-    """Negative ids, never a real token, that are equal exactly when the pictures are."""
-    base = int(digest[:15], 16)
+def placeholder_ids(digest: str, n_tokens: int, offset: int = 0) -> list[int]:
+    """Negative ids, never a real token, that are equal exactly when the pictures are (offset: where a
+    slice's tokens start among its picture's)."""
+    base = int(digest[:15], 16) + offset
     return [-1 - ((base + i) % (1 << 60)) for i in range(n_tokens)]
 
 
 @dataclass
 class PromptImage:
-    """A picture's place in a prompt: positions start..start+n_tokens, encoded when first needed."""
+    """A picture's (or one slice's) place in a prompt: positions start..start+n_tokens, encoded when first needed."""
 
     start: int
     digest: str
@@ -280,12 +281,13 @@ class Vision:
             raise ImageError(f"{_which(exc, images)} could not be decoded: the file is damaged") from exc
         tokens: list[int] = []
         placed: list[PromptImage] = []
-        pictures = iter(images)
+        offsets = [0] * len(images)  # tokens placed so far of each picture (a large one comes in slices)
         for chunk in chunks:
             if isinstance(chunk, ImageChunk):
-                digest = next(pictures).digest
+                digest = images[chunk.picture].digest
                 placed.append(PromptImage(len(tokens), digest, self.head_token, chunk))
-                tokens.extend(placeholder_ids(digest, chunk.n_tokens))
+                tokens.extend(placeholder_ids(digest, chunk.n_tokens, offsets[chunk.picture]))
+                offsets[chunk.picture] += chunk.n_tokens
             else:
                 tokens.extend(chunk)
         return tokens, tuple(placed)

@@ -1,7 +1,9 @@
 """Screenshots of the main window for the README, taken from the real app after a real reply.
 
 They show what a new user sees: the default settings (the harness's test settings, such as a
-2,048-token context and one thread, are put back to the defaults), the demo model, one reply."""
+2,048-token context and one thread, are put back to the defaults), the demo model, one reply.
+The test checks what the picture holds: the reply and the speed panel's figures in the widgets'
+state, and in the pixels the drafted-token tint (dark shot only) and a drawn panel."""
 
 from __future__ import annotations
 
@@ -9,13 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QPoint
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from app.settings import Settings
 from app.theme import apply_theme
+from app.views.figures import count, rate
+from engine.qt_worker import ReplyResult
 from tests.app.conftest import AppHarness
+from tests.app.pixels import count_colour, drawn_fraction, region, rgb_pixels
 from tests.app.test_app import send
 
 DEFAULTS = Settings()
@@ -34,7 +40,8 @@ def test_main_window_screenshot(
         )
         window = harness.window
         window.resize(1280, 820)
-        send(qtbot, harness, "Hello! What can you do?")
+        result = send(qtbot, harness, "Hello! What can you do?")
+        assert isinstance(result, ReplyResult)
         window.act_tint.setChecked(theme == "dark")  # show the drafted-token tint in one of them
         # The pointer over the reply, so its buttons (Copy, Regenerate) show in the picture.
         view, model = window.transcript, window.transcript_model
@@ -54,8 +61,33 @@ def test_main_window_screenshot(
         assert not window.stats_panel.is_live()
         assert all(b.isEnabled() for b in (window.sidebar.new_button, window.sidebar.rename_button))
 
+        # The reply, as the engine ended it and the transcript paints it, with drafted spans to tint.
+        message = model.message(reply)
+        assert (message.role, message.status) == ("assistant", "complete")
+        assert message.content.strip() and message.content.strip() == result.text.strip()
+        assert model.data(model.index(reply), Qt.ItemDataRole.DisplayRole) == message.content
+        assert model.state(reply).spans("answer"), "the demo's heads drafted part of the answer"
+        # The speed panel: the reply's final figures, as the engine sent them.
+        panel, stats = window.stats_panel, result.stats
+        assert panel.last_snapshot == stats and stats.n_predicted > 0 and stats.n_drafted > 0
+        assert panel.now_value.text() == rate(stats.tokens_per_second)
+        shown = panel.displayed_text().splitlines()
+        assert f"Generated tokens: {count(stats.n_predicted)}" in shown
+        assert f"Drafted tokens: {count(stats.n_drafted)}" in shown
+
         screenshot_dir.mkdir(parents=True, exist_ok=True)
         path = screenshot_dir / f"main-{theme}.png"
-        assert window.grab().save(str(path))
+        shot = window.grab()
+        assert shot.save(str(path))
+
+        # The pixels: the tint behind drafted text exactly when it is on; a drawn panel whose head bars
+        # are filled in the accent colour (with no drafts accepted they are bare tracks).
+        pixels, ratio = rgb_pixels(shot), shot.devicePixelRatio()
+        tinted = count_colour(region(pixels, window, view.viewport(), ratio), view.delegate.theme.tint)
+        assert tinted > 500 if theme == "dark" else tinted == 0, tinted
+        palette = panel.palette()
+        assert drawn_fraction(region(pixels, window, panel, ratio), palette.color(panel.backgroundRole())) > 0.05
+        bars = region(pixels, window, panel.head_bars, ratio)
+        assert count_colour(bars, palette.color(QPalette.ColorRole.Highlight)) > 200
     finally:
         apply_theme(app, "light")

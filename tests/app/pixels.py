@@ -1,0 +1,37 @@
+"""What a screenshot shows, read from its pixels: so a screenshot test checks what was drawn, not the file size."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from PySide6.QtCore import QPoint, QRect
+from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtWidgets import QWidget
+
+Pixels = npt.NDArray[np.uint8]
+
+
+def rgb_pixels(image: QImage | QPixmap) -> Pixels:
+    """Height x width x 3 (red, green, blue), in device pixels."""
+    rgb = (image.toImage() if isinstance(image, QPixmap) else image).convertToFormat(QImage.Format.Format_RGB888)
+    rows = np.frombuffer(rgb.constBits(), np.uint8).reshape(rgb.height(), rgb.bytesPerLine())
+    return rows[:, : rgb.width() * 3].reshape(rgb.height(), rgb.width(), 3).copy()
+
+
+def region(pixels: Pixels, shot_of: QWidget, part: QWidget, ratio: float = 1.0) -> Pixels:
+    """The pixels of `part` (a descendant of `shot_of`) in a shot of `shot_of` taken at `ratio`."""
+    box = QRect(part.mapTo(shot_of, QPoint(0, 0)), part.size())
+    top, left = round(box.top() * ratio), round(box.left() * ratio)
+    return pixels[top : top + round(box.height() * ratio), left : left + round(box.width() * ratio)]
+
+
+def count_colour(pixels: Pixels, colour: QColor, tolerance: int = 2) -> int:
+    """How many pixels are `colour`, each channel within `tolerance`."""
+    wanted = np.array([colour.red(), colour.green(), colour.blue()], np.int16)
+    return int((np.abs(pixels.astype(np.int16) - wanted).max(axis=2) <= tolerance).sum())
+
+
+def drawn_fraction(pixels: Pixels, background: QColor, tolerance: int = 8) -> float:
+    """The share of pixels that differ from the background: text, lines, bars."""
+    total = int(pixels.shape[0]) * int(pixels.shape[1])
+    return 1.0 - count_colour(pixels, background, tolerance) / max(1, total)

@@ -8,6 +8,7 @@ import threading
 import time
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from engine.server.app import ServerConfig, create_app
 from engine.server.host import ModelHost, RequestQueue
@@ -63,6 +64,8 @@ class StrideServer:
             self.app,
             log_config=None,  # Stride's logging stays as configured
             access_log=False,
+            http=H11Protocol,  # pure Python, and named here so a frozen build bundles it
+            loop="asyncio",
             lifespan="off",
             ws="none",
             timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),

@@ -11,7 +11,7 @@ import pytest
 from PySide6.QtWidgets import QLabel, QMessageBox
 from pytestqt.qtbot import QtBot
 
-from app.views import model_dialog
+from app import model_inspector
 from app.views.error_dialog import ErrorDialog
 from app.views.model_dialog import ModelPickerDialog
 from engine import runtime
@@ -101,7 +101,7 @@ def test_a_model_chosen_in_the_picker_is_asked_about_once(
     """The picker shows the verdict and asks; the load it starts must not ask a second time."""
     questions = Questions(monkeypatch, QMessageBox.StandardButton.Yes)
     monkeypatch.setattr(runtime, "free_memory_bytes", lambda: 1 << 20)
-    monkeypatch.setattr(model_dialog, "free_memory_bytes", lambda: 1 << 20)
+    monkeypatch.setattr(model_inspector, "free_memory_bytes", lambda: 1 << 20)
     app = make_app("", wait_loaded=False)
     app.controller.choose_model()
     (picker,) = app.window.findChildren(ModelPickerDialog)

@@ -20,7 +20,6 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
 from app.model_files import ModelChoice, display_name, engine_paths, recent_with, remembered
-from app.model_inspector import ModelInspector
 from app.reply_buffer import ReplyBuffer
 from app.settings import LoadResult, Settings, SettingsError, save_settings, validate
 from app.store import ConversationStore, Message, StoreError
@@ -30,12 +29,16 @@ from app.views.main_window import MainWindow
 from app.views.model_dialog import ModelPickerDialog, confirm_too_big
 from app.views.settings_dialog import SettingsDialog
 from app.views.stats_panel import reply_summary
-from engine.demo import DEMO_NAME, ensure_demo_model
-from engine.generate import Delta
-from engine.logs import log_dir
-from engine.qt_worker import EngineClient, GenerateRequest, LoadedModel, LoadRequest, ReplyResult
-from engine.runtime import NotEnoughMemory
-from engine.stats import MTP_NOTE_TEXT
+from engine.api import DEMO_NAME, MTP_NOTE_TEXT, Delta, Failure, NotEnoughMemory, StatsSnapshot
+from engine.qt_worker import (
+    EngineClient,
+    GenerateRequest,
+    LoadedModel,
+    LoadRequest,
+    ReplyResult,
+    ensure_demo_model,
+    log_dir,
+)
 
 log = logging.getLogger("stride.controller")
 FLUSH_INTERVAL_MS = 500  # a streaming reply reaches the database at least twice a second
@@ -87,7 +90,6 @@ class ChatController(QObject):
         self.settings: Settings = settings.settings
         self.settings_path = settings_path
         self.engine = EngineClient(self)
-        self.inspector = ModelInspector(self)  # reads models for the picker, off the GUI thread
         self.loaded: LoadedModel | None = None
         self.load_request = 0
         self._loading: tuple[ModelChoice, ModelChoice] = ("", "")  # asked again when it does not fit
@@ -216,7 +218,6 @@ class ChatController(QObject):
             self.window,
             initial_path=self.settings.model_path,
             initial_mtp=self.settings.mtp_model_path,
-            inspector=self.inspector,
         )
         # The picker has shown the memory verdict and asked already when the model does not fit.
         dialog.accepted.connect(lambda: self.load_model(*dialog.selected(), check_memory=False))
@@ -296,12 +297,12 @@ class ChatController(QObject):
         else:  # the user has just read why: a notice, not another dialog
             self._not_loaded(f"{shortfall}; it was not loaded.")
 
-    def _on_load_failed(self, request_id: int, message: str, details: str) -> None:
+    def _on_load_failed(self, request_id: int, failure: Failure) -> None:
         if request_id != self.load_request:
             return
-        if message != "Loading was cancelled.":
-            show_error(self.window, "The model could not be loaded", message, details)
-        self._not_loaded(message)
+        if failure.kind != "cancelled":
+            show_error(self.window, "The model could not be loaded", failure.message, failure.details)
+        self._not_loaded(failure.message)
 
     def _not_loaded(self, message: str) -> None:
         w = self.window
@@ -349,7 +350,7 @@ class ChatController(QObject):
         self.refresh_sidebar()
         last = next((m for m in reversed(messages) if m.stats), None)
         if last and self.loaded and last.stats:
-            self.window.set_context(int(last.stats["n_prompt"]) + int(last.stats["n_predicted"]), self.loaded.n_ctx)
+            self.window.set_context(last.stats.n_prompt + last.stats.n_predicted, self.loaded.n_ctx)
 
     def rename_conversation(self, conversation_id: int | None) -> None:
         if conversation_id is None:
@@ -507,14 +508,14 @@ class ChatController(QObject):
             self.window.transcript_model.streamed(row)
             self.window.transcript.scroll_to_bottom_if_following()
 
-    def _on_stats(self, request_id: int, snapshot: dict[str, Any]) -> None:
+    def _on_stats(self, request_id: int, snapshot: StatsSnapshot) -> None:
         if self.active and request_id == self.active.request_id:
             self.window.stats_panel.update_stats(snapshot)
             self._show_context_used(snapshot)
 
-    def _show_context_used(self, snapshot: dict[str, Any]) -> None:
+    def _show_context_used(self, snapshot: StatsSnapshot) -> None:
         if self.loaded:
-            used = int(snapshot["n_prompt"]) + int(snapshot["n_predicted"])
+            used = snapshot.n_prompt + snapshot.n_predicted
             self.window.set_context(used, self.loaded.n_ctx)
 
     def _flush_active(self) -> None:
@@ -530,7 +531,7 @@ class ChatController(QObject):
         active: ActiveReply,
         *,
         status: str | None = None,
-        stats: dict[str, Any] | None = None,
+        stats: StatsSnapshot | None = None,
         quiet: bool = False,
     ) -> None:
         """Write the reply's text so far (and, when it ends, its status and figures) to the database."""
@@ -551,7 +552,7 @@ class ChatController(QObject):
         active = self.active
         if active is None or request_id != active.request_id:
             return
-        stop_reason = result.stats.get("stop_reason")
+        stop_reason = result.stats.stop_reason
         active.buffer.finish(result.text, result.reasoning)  # the engine's final text wins over what streamed
         self._finish(active, "stopped" if stop_reason == "cancelled" else "complete", result.stats)
         notes = []
@@ -573,15 +574,15 @@ class ChatController(QObject):
             self._notice(" ".join(notes))
         self.sig_reply_finished.emit(result)
 
-    def _on_failed(self, request_id: int, message: str, details: str) -> None:
+    def _on_failed(self, request_id: int, failure: Failure) -> None:
         active = self.active
         if active is None or request_id != active.request_id:
             return
         self._finish(active, "error" if not active.content else "stopped", None)
-        show_error(self.window, "The reply failed", message, details)
+        show_error(self.window, "The reply failed", failure.message, failure.details)
         self.sig_reply_finished.emit(None)
 
-    def _finish(self, active: ActiveReply, status: str, stats: dict[str, Any] | None) -> None:
+    def _finish(self, active: ActiveReply, status: str, stats: StatsSnapshot | None) -> None:
         self.active = None
         self._flush_timer.stop()
         self._save_reply(active, status=status, stats=stats)

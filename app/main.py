@@ -33,9 +33,8 @@ from app.store import ConversationStore, StoreError, default_db_path  # noqa: E4
 from app.theme import apply_theme  # noqa: E402
 from app.views.error_dialog import show_error  # noqa: E402
 from app.views.main_window import MainWindow  # noqa: E402
-from engine import about, options  # noqa: E402
-from engine.demo import DEMO_NAME  # noqa: E402
-from engine.logs import configure_logging  # noqa: E402
+from engine.api import DEMO_NAME  # noqa: E402
+from engine.qt_worker import configure_logging, options, version_text  # noqa: E402
 
 __all__ = ["StallMeter", "main", "parse_args"]  # StallMeter: where the tests have always found it
 
@@ -47,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version",
         action=options.VersionAction,
-        about=lambda: about.version_text("stride"),
+        about=lambda: version_text("stride"),
         help="print Stride's version, llama-cpp-python's and llama.cpp's, and the CPU backend in use, then exit",
     )
     parser.add_argument(

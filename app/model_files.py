@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.demo import DEMO_NAME
-from engine.gguf import first_part, looks_like_part
+from engine.api import DEMO_NAME
+from engine.qt_worker import first_part, looks_like_part
 
 ModelChoice = str | tuple[str, ...]  # a path ("" none, "demo" the built-in model), or several parts of one set
 

@@ -29,9 +29,8 @@ from app.settings import LoadResult, Settings
 from app.store import ConversationStore
 from app.theme import apply_theme
 from app.views.main_window import MainWindow
-from engine import llama
-from engine.demo import DEMO_NAME
-from engine.qt_worker import LoadedModel, ReplyResult
+from engine.api import DEMO_NAME
+from engine.qt_worker import LoadedModel, ReplyResult, cpu_variant
 
 SELF_TEST_PROMPT = "Hello! What can you do?"
 SELF_TEST_TIMEOUT_MS = 15 * 60 * 1000
@@ -127,7 +126,7 @@ def run_self_test(
             outcome["screenshot_error"] = f"could not write {shot}"
 
     def send(_loaded: LoadedModel) -> None:
-        outcome["cpu_variant"] = llama.cpu_variant()  # the backend is up once a model has loaded
+        outcome["cpu_variant"] = cpu_variant()  # the backend is up once a model has loaded
         window.composer.edit.setPlainText(args.prompt)
         stall.start()
         window.composer.send_button.click()  # the same path a user's click takes
@@ -139,14 +138,14 @@ def run_self_test(
         if result is not None:
             stats = result.stats
             outcome.update(
-                n_predicted=stats["n_predicted"],
-                tokens_per_second=stats["tokens_per_second"],
-                acceptance=stats["acceptance"],
-                mtp_depth=stats["mtp_depth"],
-                stop_reason=stats["stop_reason"],
+                n_predicted=stats.n_predicted,
+                tokens_per_second=stats.tokens_per_second,
+                acceptance=stats.acceptance,
+                mtp_depth=stats.mtp_depth,
+                stop_reason=stats.stop_reason,
                 text=result.text[:200],
             )
-            outcome["ok"] = stats["n_predicted"] > 0 and stats["stop_reason"] in ("eog", "max_tokens")
+            outcome["ok"] = stats.n_predicted > 0 and stats.stop_reason in ("eog", "max_tokens")
         finish()
 
     def failed(message: str) -> None:

@@ -21,9 +21,7 @@ from typing import Any, cast
 import platformdirs
 import tomli_w
 
-from engine.generate import AUTO, DRAFT_SAMPLING, DraftSampling, GenerationParams
-from engine.llama import KV_TYPES, SamplerParams
-from engine.runtime import LoadOptions
+from engine.api import AUTO, DRAFT_SAMPLING, KV_TYPES, DraftSampling, GenerationParams, LoadOptions, SamplerParams
 
 SETTINGS_VERSION = 2  # 2: Auto became the default MTP depth
 SEED_MAX = 2**32 - 2  # 2**32 - 1 is llama.cpp's own "random seed" marker

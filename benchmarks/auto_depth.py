@@ -26,8 +26,8 @@ from pathlib import Path
 
 from benchmarks import fixtures
 from benchmarks.compare_native import native_tools, paired_ratio
-from engine.generate import AUTO, Delta, GenerationParams
-from engine.runtime import LoadOptions, Runtime
+from engine.api import AUTO, Delta, GenerationParams, LoadOptions
+from engine.runtime import Runtime
 from engine.stats import ReplyStats
 
 AUTO_LATER = "auto-later"  # auto on a reply after another one: the tuner already has measurements

@@ -21,7 +21,8 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmarks import fixtures
-from engine.runtime import LoadOptions, Runtime
+from engine.api import LoadOptions
+from engine.runtime import Runtime
 
 DEPTH = 3
 

@@ -24,23 +24,24 @@ from app.controller import ChatController
 from app.settings import LoadResult, Settings
 from app.store import ConversationStore
 from app.views.main_window import MainWindow
+from engine.api import StatsSnapshot
 
 REPLY = (
     "Here is how to do it.\n\n1. Read the file.\n2. Parse each line with `split()`.\n\n"
     "```python\nfor line in open(path):\n    key, value = line.split('=', 1)\n    config[key] = value\n```\n\n"
     "That keeps **every** setting; see the *docs* for the edge cases. "
 )
-STATS = {
-    "n_prompt": 900,
-    "n_predicted": 160,
-    "tokens_per_second": 41.5,
-    "mtp_depth": 3,
-    "mtp_depth_requested": 3,
-    "acceptance": 0.78,
-    "n_accepted": 110,
-    "n_drafted": 141,
-    "ttft_s": 0.21,
-}
+STATS = StatsSnapshot(
+    n_prompt=900,
+    n_predicted=160,
+    tokens_per_second=41.5,
+    mtp_depth=3,
+    mtp_depth_requested=3,
+    acceptance=0.78,
+    n_accepted=110,
+    n_drafted=141,
+    ttft_s=0.21,
+)
 
 
 def build_database(path: Path, n_messages: int) -> int:

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import fixtures
-from engine.runtime import LoadOptions, Runtime
+from engine.api import LoadOptions
+from engine.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = (1, 2, 3, 4, 5)

@@ -10,7 +10,10 @@ downloaded, and Stride works offline on a fresh machine.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,6 @@ import platformdirs
 
 from engine import synth
 
-DEMO_NAME = "demo"
 DEMO_VERSION = 3
 REASONING = (
     "The user wrote to me. I am the tiny demo model, so I will explain what Stride does and how to load a real model."
@@ -38,11 +40,45 @@ def demo_path() -> Path:
 
 
 def ensure_demo_model(path: Path | None = None) -> Path:
-    """Build the demo model if it is not there yet; return its path."""
+    """Build the demo model if it is not there yet; return its path. Safe to call from several
+    threads and processes at once: one builds, the others wait for it and find the file there."""
     path = path or demo_path()
-    if not path.exists():
-        build_demo_model(path)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(path.with_name(path.name + ".lock")):  # threads too: each opens its own handle
+        if not path.exists():
+            build_demo_model(path)
     return path
+
+
+@contextlib.contextmanager
+def _file_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on lock_path until the block ends; the OS drops it if the process dies."""
+    with open(lock_path, "a+b") as handle:
+        if sys.platform == "win32":
+            import msvcrt
+
+            handle.seek(0)
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)  # retries for 10 s, then raises
+                    break
+                except OSError:
+                    continue
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def passage_units() -> list[str | bytes]:
@@ -97,9 +133,7 @@ def build_demo_model(path: Path) -> Path:
     # block, so verifying drafts costs far more than drafting them. A 2-block demo drafted as
     # slowly as it verified, and MTP made it slower.
     n_embd = 1024
-    shape = synth.StepShape(
-        n_vocab=len(vocab), n_embd=n_embd, n_layer=12, n_head=8, n_head_kv=2, n_ff=1024, n_swa=64
-    )
+    shape = synth.StepShape(n_vocab=len(vocab), n_embd=n_embd, n_layer=12, n_head=8, n_head_kv=2, n_ff=1024, n_swa=64)
     embd = synth.one_hot_embeddings(len(vocab), n_embd)
     heads = []
     for k in range(shape.n_mtp):
@@ -114,7 +148,7 @@ def build_demo_model(path: Path) -> Path:
         blocks=[synth.zero_block(shape) for _ in range(shape.n_layer)],
         heads=heads,
     )
-    # write_step35 writes to a temporary name and renames: a half-written demo is never picked up.
+    # write_step35 writes to a temporary name of its own and renames: a half-written demo is never picked up.
     return synth.write_step35(
         path, shape, vocab, weights, name="Stride demo (Step3.5-shaped, 3 MTP heads)", dtype=np.float16
     )

@@ -10,62 +10,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from engine.api import AUTO, Delta, GenerationParams, MtpNote, PromptTooLong, Segment, TextKind
 from engine.autodraft import AutoDraft, StepPlan
 from engine.chat import ThinkSplitter
 from engine.draftcost import DraftCosts
-from engine.llama import Context, DecodeAborted, Model, Sampler, SamplerParams
+from engine.llama import Context, DecodeAborted, Model, Sampler
 from engine.mtp import F64, MtpDrafter
 from engine.stats import ReplyStats
 from engine.text import StopMatcher, Utf8Stream
-
-Kind = Literal["reasoning", "answer"]
-DraftSampling = Literal["greedy", "probabilistic"]
-DraftLength = Literal["fixed", "dynamic"]
-AUTO = "auto"
-DRAFT_SAMPLING: tuple[DraftSampling, ...] = ("greedy", "probabilistic")
-DRAFT_LENGTHS: tuple[DraftLength, ...] = ("fixed", "dynamic")
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A run of streamed text of one kind; from_draft marks tokens accepted from MTP drafts."""
-
-    text: str
-    kind: Kind
-    from_draft: bool
-
-
-@dataclass(frozen=True)
-class Delta:
-    """What one decode step added: its text segments and the tokens behind them."""
-
-    segments: tuple[Segment, ...]
-    token_ids: tuple[int, ...]
-    from_draft: tuple[bool, ...]
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    max_tokens: int = 512
-    sampler: SamplerParams = field(default_factory=SamplerParams)
-    # None: every head the model has; AUTO: plain decoding or dynamic drafting (up to every head),
-    # whichever is measured faster here (autodraft.py).
-    mtp_depth: int | str | None = None
-    p_min: float = 0.0
-    stop: tuple[str, ...] = ()
-    # greedy: each head's top token, kept while the target's sampler agrees (seeded output is the
-    # same at every depth). probabilistic (temperature > 0): drafts drawn from the heads and
-    # verified by rejection sampling, so acceptance holds up as temperature rises.
-    draft_sampling: DraftSampling = "greedy"
-    # fixed: every step drafts `mtp_depth` tokens (fewer only under p_min). dynamic: up to that many,
-    # each only while its odds of passing are worth what it costs to draft and verify (draftcost.py).
-    draft_length: DraftLength = "fixed"
 
 
 @dataclass
@@ -74,10 +32,6 @@ class Reply:
     reasoning: str
     token_ids: list[int]
     stats: ReplyStats
-
-
-class PromptTooLong(ValueError):
-    """The prompt does not fit in the context window."""
 
 
 class Cancelled(Exception):
@@ -103,8 +57,8 @@ class PromptImage(Protocol):
     def embed(self) -> npt.NDArray[np.float32]: ...
 
 
-def resolve_depth(requested: int | str | None, n_heads: int, weights_absent: bool) -> tuple[int, str | None]:
-    """The (largest) depth MTP will run at, and why it differs from the request (stats.MTP_NOTES)."""
+def resolve_depth(requested: int | str | None, n_heads: int, weights_absent: bool) -> tuple[int, MtpNote | None]:
+    """The (largest) depth MTP will run at, and why it differs from the request."""
     if n_heads == 0:
         return 0, "weights_absent" if weights_absent else "no_heads"
     if requested is None or isinstance(requested, str):  # None or AUTO: all heads available
@@ -493,7 +447,7 @@ class _TextOut:
         self.on_delta = on_delta
         self.stats = stats
         self.tokens: list[int] = []
-        self.parts: dict[Kind, list[str]] = {"reasoning": [], "answer": []}
+        self.parts: dict[TextKind, list[str]] = {"reasoning": [], "answer": []}
         self._pending: list[str] = []  # text per token, decoded ahead by would_stop_after
 
     def would_stop_after(self, piece: bytes) -> bool:
@@ -510,7 +464,7 @@ class _TextOut:
         self._publish(segments, tokens, from_draft)
 
     def _add(self, segments: list[Segment], text: str, drafted: bool) -> None:
-        pieces: list[tuple[Kind, str]] = (
+        pieces: list[tuple[TextKind, str]] = (
             self.splitter.feed(text) if self.splitter else ([("answer", text)] if text else [])
         )
         for kind, piece in pieces:

@@ -25,6 +25,8 @@ import numpy as np
 import numpy.typing as npt
 from llama_cpp import llama_cpp_ext, mtmd_cpp
 
+from engine.api import KV_TYPES, LoadCancelled, SamplerParams
+
 LLAMA_CPP_PYTHON_VERSION: str = llama_cpp.__version__
 log = logging.getLogger("stride.llama")
 llama_log = logging.getLogger("stride.llama.cpp")
@@ -163,10 +165,6 @@ class LlamaError(RuntimeError):
     """llama.cpp refused an operation; the message says which and why."""
 
 
-class LoadCancelled(Exception):
-    """The caller's progress callback asked to stop loading."""
-
-
 class Model:
     """A loaded GGUF model (weights, vocabulary, metadata)."""
 
@@ -212,12 +210,10 @@ class Model:
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self.n_embd_out = int(llama_cpp.llama_model_n_embd_out(ptr))
         self.n_mtp_layers = int(llama_cpp.llama_model_n_layer_nextn(ptr))
-        self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(ptr))
         self.n_swa = int(llama_cpp.llama_model_n_swa(ptr))
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos = int(llama_cpp.llama_vocab_bos(self.vocab))
         self.eos = int(llama_cpp.llama_vocab_eos(self.vocab))
-        self.size_bytes = int(llama_cpp.llama_model_size(ptr))
         self._pieces: dict[int, bytes] = {}
 
     def close(self) -> None:
@@ -228,11 +224,6 @@ class Model:
     def chat_template(self) -> str | None:
         raw = llama_cpp.llama_model_chat_template(self.ptr, None)
         return raw.decode("utf-8", "replace") if raw else None
-
-    def meta(self, key: str) -> str | None:
-        buf = ctypes.create_string_buffer(4096)
-        n = llama_cpp.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
-        return buf.value.decode("utf-8", "replace") if n >= 0 else None
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
         data = text.encode("utf-8")
@@ -274,9 +265,6 @@ class ContextParams:
     type_v: str = "f16"
 
 
-KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
-
-
 class Context:
     """A llama.cpp context: the target (trunk) or an MTP draft context."""
 
@@ -302,7 +290,6 @@ class Context:
             raise LlamaError(f"llama.cpp could not create the {kind} context (n_ctx={params.n_ctx}); see the log")
         self.ptr = ptr
         self.model = model
-        self.is_mtp = mtp
         # llama.cpp rounds its cache up (to a multiple of 256); Stride uses the positions asked for.
         self.n_ctx_allocated = int(llama_cpp.llama_n_ctx(ptr))
         self.n_ctx = min(params.n_ctx, self.n_ctx_allocated) if params.n_ctx > 0 else self.n_ctx_allocated
@@ -434,27 +421,9 @@ class Context:
     def pos_min(self) -> int:
         return int(llama_cpp.llama_memory_seq_pos_min(self.mem, 0))
 
-    def pos_max(self) -> int:
-        return int(llama_cpp.llama_memory_seq_pos_max(self.mem, 0))
-
 
 class DecodeAborted(Exception):
     """A decode stopped early because the abort check said so."""
-
-
-@dataclass(frozen=True)
-class SamplerParams:
-    temperature: float = 0.0
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    seed: int = 0xFFFFFFFF  # llama.cpp's "random seed"
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0
 
 
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data

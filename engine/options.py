@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from engine.generate import AUTO
+from engine.api import AUTO
 
 EXIT_USAGE = 2
 MAX_SEED = 2**32 - 2  # 2**32 - 1 is llama.cpp's "pick a random seed"
@@ -64,7 +64,6 @@ def seed(text: str) -> int:
     if value > MAX_SEED:
         raise argparse.ArgumentTypeError(f"{value} is outside 0..{MAX_SEED}")
     return value
-
 
 
 def port(text: str) -> int:

@@ -21,12 +21,68 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from engine import automemory
-from engine.generate import Delta, GenerationParams, PromptTooLong, Reply
-from engine.gguf import ModelFileError, ModelInfo, ModelPaths
-from engine.llama import LoadCancelled
-from engine.runtime import LoadOptions, ModelLoadError, NotEnoughMemory, Runtime
+from engine import automemory, options
+from engine.about import version_text
+from engine.api import (
+    Delta,
+    EngineError,
+    Failure,
+    GenerationParams,
+    LoadOptions,
+    NotEnoughMemory,
+    PromptTooLong,
+    StatsSnapshot,
+)
+from engine.demo import ensure_demo_model
+from engine.generate import Reply
+from engine.gguf import (
+    MemoryEstimate,
+    ModelInfo,
+    ModelPaths,
+    ProjectorInfo,
+    Verdict,
+    estimate_memory,
+    first_part,
+    free_memory_bytes,
+    inspect_model,
+    inspect_projector,
+    looks_like_part,
+    memory_verdict,
+    projector_beside,
+)
+from engine.llama import cpu_variant
+from engine.logs import configure_logging, log_dir
+from engine.runtime import Runtime
 from engine.stats import ReplyStats
+
+# What the app calls in the engine besides the worker: it imports the engine only here and in engine.api.
+__all__ = [
+    "EngineClient",
+    "EngineWorker",
+    "GenerateRequest",
+    "LoadRequest",
+    "LoadedModel",
+    "MemoryEstimate",
+    "ModelInfo",
+    "ModelPaths",
+    "ProjectorInfo",
+    "ReplyResult",
+    "Verdict",
+    "configure_logging",
+    "cpu_variant",
+    "ensure_demo_model",
+    "estimate_memory",
+    "first_part",
+    "free_memory_bytes",
+    "inspect_model",
+    "inspect_projector",
+    "log_dir",
+    "looks_like_part",
+    "memory_verdict",
+    "options",
+    "projector_beside",
+    "version_text",
+]
 
 log = logging.getLogger("stride.worker")
 STATS_INTERVAL_S = 0.1  # live figures at 10 Hz: smooth for the eye, nothing for the decode loop
@@ -45,7 +101,6 @@ class LoadedModel:
     info: ModelInfo
     n_heads: int
     n_ctx: int
-    has_template: bool
 
 
 @dataclass(frozen=True)
@@ -61,7 +116,7 @@ class ReplyResult:
     text: str
     reasoning: str
     n_tokens: int
-    stats: dict[str, Any]
+    stats: StatsSnapshot
     template_warning: str | None
     n_dropped: int  # oldest messages left out to fit the context
 
@@ -69,17 +124,26 @@ class ReplyResult:
 class EngineWorker(QObject):
     """Lives on the engine thread; every slot runs there."""
 
-    sig_load_progress = Signal(int, float, str)  # request id, fraction, stage
-    sig_loaded = Signal(int, object)  # request id, LoadedModel
-    sig_load_failed = Signal(int, str, str)  # request id, message, details
-    sig_load_too_big = Signal(int, object)  # request id, NotEnoughMemory: nothing loaded, the GUI asks
-    sig_prompt_progress = Signal(int, int, int)  # request id, evaluated, total
-    sig_delta = Signal(int, object)  # request id, engine.generate.Delta
-    sig_stats = Signal(int, object)  # request id, ReplyStats.snapshot() dict
-    sig_finished = Signal(int, object)  # request id, ReplyResult
-    sig_failed = Signal(int, str, str)  # request id, message, details
-    sig_unloaded = Signal()
-    sig_auto_forgotten = Signal(int)  # how many models' measurements were dropped
+    sig_load_progress = Signal(int, float, str)
+    """request id, fraction loaded 0..1, what is happening"""
+    sig_loaded = Signal(int, object)
+    """request id, LoadedModel"""
+    sig_load_failed = Signal(int, object)
+    """request id, api.Failure (kind "cancelled" when the user stopped it)"""
+    sig_load_too_big = Signal(int, object)
+    """request id, api.NotEnoughMemory: nothing was loaded, the GUI asks whether to load anyway"""
+    sig_prompt_progress = Signal(int, int, int)
+    """request id, prompt tokens evaluated, prompt tokens to evaluate"""
+    sig_delta = Signal(int, object)
+    """request id, api.Delta: the text one decode step added"""
+    sig_stats = Signal(int, object)
+    """request id, api.StatsSnapshot: live at 10 Hz, then once more with the final figures"""
+    sig_finished = Signal(int, object)
+    """request id, ReplyResult"""
+    sig_failed = Signal(int, object)
+    """request id, api.Failure"""
+    sig_auto_forgotten = Signal(int)
+    """how many models' measurements were dropped"""
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,20 +176,22 @@ class EngineWorker(QObject):
             log.warning("not loaded: %s", exc)
             self.sig_load_too_big.emit(request_id, exc)
             return
-        except LoadCancelled:
-            log.info("loading %s was cancelled", what)
-            self.sig_load_failed.emit(request_id, "Loading was cancelled.", "")
-            return
-        except (ModelFileError, ModelLoadError) as exc:
-            log.warning("could not load %s: %s", what, exc)  # the dialog goes; the log keeps which file and why
-            self.sig_load_failed.emit(request_id, str(exc), str(exc))
+        except EngineError as exc:
+            if exc.failure_kind == "cancelled":
+                log.info("loading %s was cancelled", what)
+                failure = Failure("cancelled", "Loading was cancelled.")
+            else:  # the dialog goes; the log keeps which file and why
+                log.warning("could not load %s: %s", what, exc)
+                failure = Failure(exc.failure_kind, str(exc), str(exc))
+            self.sig_load_failed.emit(request_id, failure)
             return
         except Exception as exc:  # a bug or an unexpected llama.cpp failure: report, never crash the thread
             log.exception("loading %s failed", what)
-            self.sig_load_failed.emit(request_id, f"Could not load the model: {exc}", traceback.format_exc())
+            failure = Failure("load_failed", f"Could not load the model: {exc}", traceback.format_exc())
+            self.sig_load_failed.emit(request_id, failure)
             return
         self._runtime = runtime
-        loaded = LoadedModel(runtime.info, runtime.n_heads, runtime.target.n_ctx, runtime.template is not None)
+        loaded = LoadedModel(runtime.info, runtime.n_heads, runtime.target.n_ctx)
         self.sig_loaded.emit(request_id, loaded)
 
     @Slot(int, object)
@@ -133,7 +199,7 @@ class EngineWorker(QObject):
         self._stop.clear()
         runtime = self._runtime
         if runtime is None:
-            self.sig_failed.emit(request_id, "No model is loaded.", "")
+            self.sig_failed.emit(request_id, Failure("no_model", "No model is loaded."))
             return
         last_stats = 0.0
 
@@ -164,11 +230,12 @@ class EngineWorker(QObject):
                 f"This conversation has outgrown the context ({exc}). Start a new chat, raise the context size, "
                 "or choose 'drop the oldest turns' in Settings."
             )
-            self.sig_failed.emit(request_id, message, str(exc))
+            self.sig_failed.emit(request_id, Failure("prompt_too_long", message, str(exc)))
             return
         except Exception as exc:
             log.exception("generation failed")
-            self.sig_failed.emit(request_id, f"Generation failed: {exc}", traceback.format_exc())
+            failure = Failure("generation_failed", f"Generation failed: {exc}", traceback.format_exc())
+            self.sig_failed.emit(request_id, failure)
             return
         # The final figures travel once, in the result; sig_stats carries only the live ones.
         snapshot = reply.stats.snapshot()
@@ -186,7 +253,6 @@ class EngineWorker(QObject):
     @Slot()
     def unload(self) -> None:
         self._close_runtime()
-        self.sig_unloaded.emit()
 
     def _close_runtime(self) -> None:
         if self._runtime is not None:
@@ -198,9 +264,13 @@ class EngineClient(QObject):
     """GUI-side handle: owns the engine thread, hands out request ids, shuts down cleanly."""
 
     sig_request_load = Signal(int, object)
+    """request id, LoadRequest"""
     sig_request_generate = Signal(int, object)
+    """request id, GenerateRequest"""
     sig_request_unload = Signal()
+    """no arguments: free the model"""
     sig_request_forget_auto = Signal()
+    """no arguments: drop what Auto learned"""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)

@@ -8,16 +8,22 @@ names the problem and what to do.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine import automemory, chat, vision
-from engine.generate import AUTO, GenerationParams, Generator, Reply
+from engine.api import (
+    AUTO,
+    GenerationParams,
+    LoadCancelled,
+    LoadOptions,
+    ModelLoadError,
+    NotEnoughMemory,
+)
+from engine.generate import Generator, Reply
 from engine.gguf import (
-    ModelFileError,
     ModelInfo,
     ModelPaths,
     effective_context,
@@ -27,40 +33,8 @@ from engine.gguf import (
     inspect_projector,
     memory_verdict,
 )
-from engine.llama import Context, ContextParams, LlamaError, LoadCancelled, Model
+from engine.llama import Context, ContextParams, LlamaError, Model
 from engine.mtp import MtpDrafter
-from engine.units import format_bytes
-
-
-class ModelLoadError(Exception):
-    """Loading failed for a reason the user can act on (the message says how)."""
-
-
-class NotEnoughMemory(Exception):
-    """The model's estimated memory exceeds what is free; nothing was loaded. The caller refuses or asks."""
-
-    def __init__(self, path: Path, needed: int, free: int, n_ctx: int) -> None:
-        super().__init__(
-            f"{path.name} needs about {format_bytes(needed)} at a context of {n_ctx:,} tokens "
-            f"but only {format_bytes(free)} of memory is free"
-        )
-        self.path = path
-        self.needed = needed
-        self.free = free
-        self.n_ctx = n_ctx
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    n_ctx: int = 4096  # 0: the model's trained context; more than that is lowered to it (effective_context)
-    n_threads: int = 0  # 0: all cores
-    n_gpu_layers: int = 0
-    kv_type: str = "f16"
-    n_batch: int = 512
-
-    def threads(self) -> int:
-        return self.n_threads or max(1, os.cpu_count() or 1)
-
 
 LoadProgress = Callable[[float, str], None]  # fraction 0..1, what is happening
 
@@ -293,14 +267,3 @@ def _load_model(
     parts: Sequence[Path], load_mtp: bool, options: LoadOptions, progress: Callable[[float], bool]
 ) -> Model:
     return Model(parts, load_mtp=load_mtp, n_gpu_layers=options.n_gpu_layers, progress=progress)
-
-
-__all__ = [
-    "ChatPrompt",
-    "LoadCancelled",
-    "LoadOptions",
-    "ModelFileError",
-    "ModelLoadError",
-    "NotEnoughMemory",
-    "Runtime",
-]

@@ -5,20 +5,9 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
-# Why MTP is not running at the requested depth (None when it is).
-MTP_NOTES = ("no_heads", "weights_absent", "depth_zero", "depth_clamped", "auto_off")
-MTP_NOTE_TEXT = {
-    "no_heads": "this model has no MTP heads, so it runs plain decoding",
-    "weights_absent": "the model declares MTP heads but their weights are not in the file; "
-    "give the separate MTP file to use them",
-    "depth_zero": "MTP depth is set to Off",
-    "depth_clamped": "the requested depth is more than the model's MTP heads; using all of them",
-    "auto_off": "Auto runs plainly: checking drafts costs more than they save on this model and machine "
-    "(it tries drafting again now and then, and with each new reply)",
-}
-STOP_REASONS = ("eog", "max_tokens", "stop_string", "context_full", "cancelled")
+from engine.api import AutoMode, MtpNote, StatsSnapshot, StopReason
+
 RATE_WINDOW_S = 2.0
 
 
@@ -30,7 +19,7 @@ class ReplyStats:
     mtp_depth: int = 0
     mtp_depth_requested: int | str = 0
     depth_now: int | None = None  # with auto depth: the depth the last step ran at
-    mtp_note: str | None = None
+    mtp_note: MtpNote | None = None
     n_prompt: int = 0  # prompt tokens in the context for this reply
     n_prompt_evaluated: int = 0  # of which evaluated now (the rest reused from the KV cache)
     n_predicted: int = 0
@@ -48,10 +37,10 @@ class ReplyStats:
     t_prompt_done: float | None = None
     t_first_token: float | None = None
     t_last_token: float | None = None
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
     # With dynamic draft length or Auto: the pace over plain decoding's, from the measured costs.
     estimated_speedup_vs_plain: float | None = None
-    auto_mode: str | None = None  # with Auto: "drafting" or "off", what the last step did
+    auto_mode: AutoMode | None = None  # with Auto: what the last step did
     _recent: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
 
     def __post_init__(self) -> None:
@@ -134,32 +123,33 @@ class ReplyStats:
             return None
         return self.n_prompt_evaluated / seconds
 
-    def snapshot(self) -> dict[str, Any]:
-        """The figures as plain JSON-ready data (the CLI's --json fields)."""
-        return {
-            "n_prompt": self.n_prompt,
-            "n_prompt_evaluated": self.n_prompt_evaluated,
-            "n_predicted": self.n_predicted,
-            "n_drafted": self.n_drafted,
-            "n_accepted": self.n_accepted,
-            "acceptance": self.acceptance,
-            "drafted_per_position": list(self.drafted_per_position[: max(self.mtp_depth, 0)]),
-            "accepted_per_position": list(self.accepted_per_position[: max(self.mtp_depth, 0)]),
-            "acceptance_per_position": self.acceptance_per_position[: max(self.mtp_depth, 0)],
-            "mean_accepted_length": self.mean_accepted_length,
-            "n_steps": self.n_steps,
-            "tokens_per_second": self.tokens_per_second,
-            "window_tokens_per_second": self.window_tokens_per_second(),
-            "ttft_s": self.ttft_s,
-            "prompt_seconds": self.prompt_seconds,
-            "prompt_tokens_per_second": self.prompt_tokens_per_second,
-            "decode_seconds": self.decode_seconds,
-            "verify_seconds": self.verify_seconds,
-            "mtp_depth": self.mtp_depth,
-            "mtp_depth_requested": self.mtp_depth_requested,
-            "mtp_depth_now": self.depth_now,
-            "mtp_note": self.mtp_note,
-            "stop_reason": self.stop_reason,
-            "estimated_speedup_vs_plain": self.estimated_speedup_vs_plain,
-            "auto_mode": self.auto_mode,
-        }
+    def snapshot(self) -> StatsSnapshot:
+        """The figures now, frozen: what the app shows and stores, and the CLI's --json fields."""
+        depth = max(self.mtp_depth, 0)
+        return StatsSnapshot(
+            n_prompt=self.n_prompt,
+            n_prompt_evaluated=self.n_prompt_evaluated,
+            n_predicted=self.n_predicted,
+            n_drafted=self.n_drafted,
+            n_accepted=self.n_accepted,
+            acceptance=self.acceptance,
+            drafted_per_position=tuple(self.drafted_per_position[:depth]),
+            accepted_per_position=tuple(self.accepted_per_position[:depth]),
+            acceptance_per_position=tuple(self.acceptance_per_position[:depth]),
+            mean_accepted_length=self.mean_accepted_length,
+            n_steps=self.n_steps,
+            tokens_per_second=self.tokens_per_second,
+            window_tokens_per_second=self.window_tokens_per_second(),
+            ttft_s=self.ttft_s,
+            prompt_seconds=self.prompt_seconds,
+            prompt_tokens_per_second=self.prompt_tokens_per_second,
+            decode_seconds=self.decode_seconds,
+            verify_seconds=self.verify_seconds,
+            mtp_depth=self.mtp_depth,
+            mtp_depth_requested=self.mtp_depth_requested,
+            mtp_depth_now=self.depth_now,
+            mtp_note=self.mtp_note,
+            stop_reason=self.stop_reason,
+            estimated_speedup_vs_plain=self.estimated_speedup_vs_plain,
+            auto_mode=self.auto_mode,
+        )

@@ -14,7 +14,10 @@ tokens, printable ASCII characters and caller-chosen pieces.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -331,55 +334,66 @@ def write_step35(
     """
     n_mtp = shape.n_mtp if declare_mtp else 0
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    writer = step35_writer(tmp, shape, vocab, name=name, n_mtp=n_mtp, dtype=dtype, chat_template=chat_template)
-    for key, value in (extra_kv or {}).items():
-        if isinstance(value, str):
-            writer.add_string(key, value)
-        elif isinstance(value, int):
-            writer.add_uint32(key, value)
-        else:
-            writer.add_float32(key, value)
+    with _part_file(path) as tmp:
+        writer = step35_writer(tmp, shape, vocab, name=name, n_mtp=n_mtp, dtype=dtype, chat_template=chat_template)
+        for key, value in (extra_kv or {}).items():
+            if isinstance(value, str):
+                writer.add_string(key, value)
+            elif isinstance(value, int):
+                writer.add_uint32(key, value)
+            else:
+                writer.add_float32(key, value)
 
-    def tensor(tname: str, data: F32, keep_f32: bool = False) -> None:
-        out_type = np.float32 if (keep_f32 or data.ndim == 1) else dtype
-        writer.add_tensor(tname, np.ascontiguousarray(data, dtype=out_type))
+        def tensor(tname: str, data: F32, keep_f32: bool = False) -> None:
+            out_type = np.float32 if (keep_f32 or data.ndim == 1) else dtype
+            writer.add_tensor(tname, np.ascontiguousarray(data, dtype=out_type))
 
-    def block(i: int, b: Block) -> None:
-        if (b.moe is not None) != shape.is_moe(i):
-            raise ValueError(f"block {i} {'has' if b.moe else 'lacks'} experts; the shape says otherwise")
-        tensor(f"blk.{i}.attn_norm.weight", b.attn_norm)
-        tensor(f"blk.{i}.attn_q.weight", b.wq)
-        tensor(f"blk.{i}.attn_k.weight", b.wk)
-        tensor(f"blk.{i}.attn_v.weight", b.wv)
-        tensor(f"blk.{i}.attn_output.weight", b.wo)
-        tensor(f"blk.{i}.ffn_norm.weight", b.ffn_norm)
-        for tname, data in b.ffn_tensors().items():
-            # Routers stay F32, as converted Step models keep them: llama-quantize leaves them as they are.
-            tensor(f"blk.{i}.{tname}", data, keep_f32=tname == "ffn_gate_inp.weight")
+        def block(i: int, b: Block) -> None:
+            if (b.moe is not None) != shape.is_moe(i):
+                raise ValueError(f"block {i} {'has' if b.moe else 'lacks'} experts; the shape says otherwise")
+            tensor(f"blk.{i}.attn_norm.weight", b.attn_norm)
+            tensor(f"blk.{i}.attn_q.weight", b.wq)
+            tensor(f"blk.{i}.attn_k.weight", b.wk)
+            tensor(f"blk.{i}.attn_v.weight", b.wv)
+            tensor(f"blk.{i}.attn_output.weight", b.wo)
+            tensor(f"blk.{i}.ffn_norm.weight", b.ffn_norm)
+            for tname, data in b.ffn_tensors().items():
+                # Routers stay F32, as converted Step models keep them: llama-quantize leaves them as they are.
+                tensor(f"blk.{i}.{tname}", data, keep_f32=tname == "ffn_gate_inp.weight")
 
-    tensor("token_embd.weight", weights.token_embd)
-    tensor("output_norm.weight", weights.output_norm)
-    if trunk:
-        tensor("output.weight", weights.output)
-        for i, b in enumerate(weights.blocks):
-            block(i, b)
-    if mtp and declare_mtp:
-        for k, head in enumerate(weights.heads[: shape.n_mtp]):
-            i = shape.n_layer + k
-            block(i, head.block)
-            tensor(f"blk.{i}.nextn.eh_proj.weight", head.eh_proj)
-            tensor(f"blk.{i}.nextn.enorm.weight", head.enorm)
-            tensor(f"blk.{i}.nextn.hnorm.weight", head.hnorm)
-            tensor(f"blk.{i}.nextn.shared_head_norm.weight", head.shared_head_norm)
-            tensor(f"blk.{i}.nextn.shared_head_head.weight", head.shared_head_head)
+        tensor("token_embd.weight", weights.token_embd)
+        tensor("output_norm.weight", weights.output_norm)
+        if trunk:
+            tensor("output.weight", weights.output)
+            for i, b in enumerate(weights.blocks):
+                block(i, b)
+        if mtp and declare_mtp:
+            for k, head in enumerate(weights.heads[: shape.n_mtp]):
+                i = shape.n_layer + k
+                block(i, head.block)
+                tensor(f"blk.{i}.nextn.eh_proj.weight", head.eh_proj)
+                tensor(f"blk.{i}.nextn.enorm.weight", head.enorm)
+                tensor(f"blk.{i}.nextn.hnorm.weight", head.hnorm)
+                tensor(f"blk.{i}.nextn.shared_head_norm.weight", head.shared_head_norm)
+                tensor(f"blk.{i}.nextn.shared_head_head.weight", head.shared_head_head)
 
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    tmp.replace(path)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
     return path
+
+
+@contextlib.contextmanager
+def _part_file(path: Path) -> Iterator[Path]:
+    """A temporary name of this writer's own beside `path`, renamed to it once the block completes:
+    a half-written file is never found under its name, and two writers never share bytes."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.part")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def step35_writer(

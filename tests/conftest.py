@@ -20,8 +20,9 @@ for _var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HO
     os.environ[_var] = str(_SANDBOX / _var.lower())
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from engine.api import LoadOptions  # noqa: E402
 from engine.generate import Generator  # noqa: E402
-from engine.runtime import LoadOptions, Runtime  # noqa: E402
+from engine.runtime import Runtime  # noqa: E402
 from tests.fixtures import builders, native  # noqa: E402
 
 LIVE_SCALE = 0.06  # attention and FFN change the text often enough that a KV bug shows, rarely enough for MTP to help

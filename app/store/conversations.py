@@ -29,6 +29,7 @@ from app.store.records import (
     check_choice,
     dumps,
 )
+from engine.api import StatsSnapshot
 
 SNIPPET_BEFORE, SNIPPET_AFTER = 40, 80  # characters of context around a search hit
 FTS_MIN_CHARS = 3  # trigram queries shorter than this match nothing; those use LIKE instead
@@ -196,7 +197,7 @@ class ConversationStore:
                 status=status,
                 created_at=created,
                 thought_seconds=thought,
-                stats=None if stats is None else json.loads(stats),
+                stats=None if stats is None else StatsSnapshot.from_json(json.loads(stats)),
                 draft_spans=None if spans is None else json.loads(spans),
             )
             for mid, cid, role, content, reasoning, status, created, thought, stats, spans in rows
@@ -210,7 +211,7 @@ class ConversationStore:
         *,
         reasoning: str = "",
         status: str = "complete",
-        stats: dict[str, Any] | None = None,
+        stats: StatsSnapshot | None = None,
         draft_spans: dict[str, list[list[int]]] | None = None,
         thought_seconds: float | None = None,
     ) -> Message:
@@ -232,7 +233,7 @@ class ConversationStore:
                     status,
                     now,
                     thought_seconds,
-                    dumps(stats),
+                    dumps(None if stats is None else stats.to_json()),
                     dumps(draft_spans),
                 ),
             )
@@ -257,7 +258,7 @@ class ConversationStore:
         content: str | None = None,
         reasoning: str | None = None,
         status: str | None = None,
-        stats: dict[str, Any] | None = None,
+        stats: StatsSnapshot | None = None,
         draft_spans: dict[str, list[list[int]]] | None = None,
         thought_seconds: float | None = None,
     ) -> None:
@@ -268,7 +269,7 @@ class ConversationStore:
             "content": content,
             "reasoning": reasoning,
             "status": status,
-            "stats": dumps(stats),
+            "stats": dumps(None if stats is None else stats.to_json()),
             "draft_spans": dumps(draft_spans),
             "thought_seconds": thought_seconds,
         }

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.store.records import ROLES, STATUSES, Conversation, Message, StoreError
+from engine.api import StatsSnapshot
 
 EXPORT_FORMAT = "stride-conversation"
 EXPORT_VERSION = 1
@@ -58,7 +59,7 @@ def to_json(conversation: Conversation, messages: Sequence[Message]) -> dict[str
                 "created_at": m.created_at,
                 "status": m.status,
                 "thought_seconds": m.thought_seconds,
-                "stats": m.stats,
+                "stats": None if m.stats is None else m.stats.to_json(),
                 "draft_spans": m.draft_spans,
             }
             for m in messages
@@ -145,7 +146,8 @@ def _validate_message(raw: Any, where: str) -> dict[str, Any]:
         "status": "stopped" if status == "streaming" else status,
         "created_at": _time_field(raw, "created_at", where),
         "thought_seconds": None if thought is None else float(thought),
-        "stats": None if stats is None else dict(stats),
+        # Figures from any version read: missing keys take their defaults, unknown ones are dropped.
+        "stats": None if stats is None else StatsSnapshot.from_json(stats).to_json(),
         "draft_spans": _validate_spans(raw.get("draft_spans"), where),
     }
 

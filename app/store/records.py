@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from engine.api import StatsSnapshot
+
 ROLES = ("user", "assistant", "system")
 STATUSES = ("complete", "streaming", "stopped", "error")
 MESSAGE_COLUMNS = (
@@ -27,7 +29,7 @@ class Message:
     status: str  # "complete" | "streaming" | "stopped" | "error"
     created_at: float  # unix time
     thought_seconds: float | None
-    stats: dict[str, Any] | None  # engine ReplyStats.snapshot() for assistant replies
+    stats: StatsSnapshot | None  # an assistant reply's figures
     draft_spans: dict[str, list[list[int]]] | None  # {"answer"|"reasoning": [[start, end], ...]} from accepted drafts
 
 

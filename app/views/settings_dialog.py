@@ -35,8 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.settings import RANGES, SEED_MAX, Settings
-from engine.demo import DEMO_NAME
-from engine.generate import AUTO
+from engine.api import AUTO, DEMO_NAME
 
 # (shown text, stored value) for every choice; the one place each mapping lives.
 DEPTHS: tuple[tuple[str, int | str], ...] = (("Off", 0), ("1", 1), ("2", 2), ("3", 3), ("Auto", AUTO))

@@ -1,6 +1,6 @@
 """The speed panel: how fast the current reply runs and how many MTP drafts the trunk accepts.
 
-Only displays figures it is given (ReplyStats.snapshot() dicts); it never talks to the engine.
+Only displays figures it is given (api.StatsSnapshot); it never talks to the engine.
 Updates arrive up to ten times a second, so every setter changes a label only when its text
 changes, and the sparkline repaints only itself.
 """
@@ -8,8 +8,7 @@ changes, and the sparkline repaints only itself.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QFont, QPalette
@@ -25,8 +24,7 @@ from PySide6.QtWidgets import (
 
 from app.views.figures import DASH, count, duration, percent, rate
 from app.views.speed_charts import HeadBars, Sparkline, ValueLabel
-from engine.generate import AUTO
-from engine.stats import MTP_NOTE_TEXT
+from engine.api import AUTO, MTP_NOTE_TEXT, StatsSnapshot
 
 NOW_HEADING, IDLE_HEADING = "Now", "Last reply"  # the big figure: the rate right now, or the reply's average
 NOW_NAME, IDLE_NAME = "Tokens per second now", "Tokens per second, last reply's average"
@@ -61,26 +59,26 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
-def reply_summary(snapshot: Mapping[str, Any]) -> str:
+def reply_summary(snapshot: StatsSnapshot) -> str:
     """One line for under a finished message: tokens, speed, MTP and time to first token.
 
     A reply that ran without MTP says nothing about it: the speed panel says once, with the
     reason, that MTP is off; a line under every reply repeating it would be noise."""
-    n = int(snapshot.get("n_predicted") or 0)
+    n = snapshot.n_predicted
     parts = [f"{n:,} token" if n == 1 else f"{n:,} tokens"]
-    tps = snapshot.get("tokens_per_second")
+    tps = snapshot.tokens_per_second
     if tps is not None:
         parts.append(f"{rate(tps)} tok/s")
-    depth = int(snapshot.get("mtp_depth") or 0)
+    depth = snapshot.mtp_depth
     if depth > 0:
-        requested, now = snapshot.get("mtp_depth_requested"), snapshot.get("auto_mode")
-        speedup = snapshot.get("estimated_speedup_vs_plain")
+        requested, now = snapshot.mtp_depth_requested, snapshot.auto_mode
+        speedup = snapshot.estimated_speedup_vs_plain
         parts.append(f"MTP depth {_depth_text(depth, requested, now, speedup)}")
-        acceptance = snapshot.get("acceptance")
+        acceptance = snapshot.acceptance
         if acceptance is not None:
-            accepted, drafted = count(snapshot.get("n_accepted")), count(snapshot.get("n_drafted"))
+            accepted, drafted = count(snapshot.n_accepted), count(snapshot.n_drafted)
             parts.append(f"{percent(acceptance)} accepted ({accepted}/{drafted})")
-    ttft = snapshot.get("ttft_s")
+    ttft = snapshot.ttft_s
     if ttft is not None:
         parts.append(f"first token {duration(ttft)}")
     return " · ".join(parts)
@@ -119,7 +117,7 @@ class StatsPanel(QWidget):
         self.setAccessibleName("Speed")
         self.setMinimumWidth(220)
         self._model_reason: str | None = None
-        self.last_snapshot: dict[str, Any] | None = None  # the figures on show, as the engine sent them
+        self.last_snapshot: StatsSnapshot | None = None  # the figures on show, as the engine sent them
 
         title = QLabel("Speed")
         title.setFont(_scaled_font(self.font(), 1.4, QFont.Weight.Bold))
@@ -269,13 +267,13 @@ class StatsPanel(QWidget):
         self.head_bars.set_values([], [], [], 0 if self._model_reason else n_heads)
         self._show_note(None, off=self._model_reason is not None)
 
-    def finish(self, snapshot: Mapping[str, Any] | None = None) -> None:
+    def finish(self, snapshot: StatsSnapshot | None = None) -> None:
         """The reply ended (with its final figures, when it has them): the big figure stops reading
         "now", which would freeze on the rate of the last two seconds, and shows the reply's average."""
         if snapshot is not None:
             self.update_stats(snapshot)
         self._set_live(False)
-        average = (self.last_snapshot or {}).get("tokens_per_second")
+        average = self.last_snapshot.tokens_per_second if self.last_snapshot else None
         self.now_value.show_value(rate(average))
 
     def is_live(self) -> bool:
@@ -299,52 +297,50 @@ class StatsPanel(QWidget):
         self.prompt_progress.setFormat(f"Reading prompt {done:,} / {total:,}")
         _show(self.prompt_progress, True)
 
-    def update_stats(self, snapshot: Mapping[str, Any]) -> None:
-        """Show a ReplyStats.snapshot(): live while generating, then once more with the final figures."""
-        self.last_snapshot = dict(snapshot)
-        if snapshot.get("prompt_seconds") is not None:
+    def update_stats(self, snapshot: StatsSnapshot) -> None:
+        """Show the figures: live while generating, then once more with the final ones."""
+        self.last_snapshot = snapshot
+        if snapshot.prompt_seconds is not None:
             _show(self.prompt_progress, False)
-        now = snapshot.get("window_tokens_per_second")
+        now = snapshot.window_tokens_per_second
         self.now_value.show_value(rate(now))
         if now is not None:
             self.sparkline.add_point(now)
 
-        average = snapshot.get("tokens_per_second")
+        average = snapshot.tokens_per_second
         self.average_value.show_value(f"{rate(average)} tok/s" if average is not None else DASH, rate(average))
-        self.ttft_value.show_value(duration(snapshot.get("ttft_s")))
-        self.prompt_value.show_value(
-            _prompt_text(int(snapshot.get("n_prompt") or 0), int(snapshot.get("n_prompt_evaluated") or 0))
-        )
-        prompt_rate = snapshot.get("prompt_tokens_per_second")
+        self.ttft_value.show_value(duration(snapshot.ttft_s))
+        self.prompt_value.show_value(_prompt_text(snapshot.n_prompt, snapshot.n_prompt_evaluated))
+        prompt_rate = snapshot.prompt_tokens_per_second
         self.prompt_rate_value.show_value(
             f"{rate(prompt_rate)} tok/s" if prompt_rate is not None else DASH, rate(prompt_rate)
         )
-        self.generated_value.show_value(count(snapshot.get("n_predicted")))
+        self.generated_value.show_value(count(snapshot.n_predicted))
 
-        depth = int(snapshot.get("mtp_depth") or 0)
-        note = snapshot.get("mtp_note")
+        depth = snapshot.mtp_depth
+        note = snapshot.mtp_note
         drafting = depth > 0
         self.depth_value.show_value(
             _depth_text(
                 depth,
-                snapshot.get("mtp_depth_requested"),
-                snapshot.get("auto_mode"),
-                snapshot.get("estimated_speedup_vs_plain"),
+                snapshot.mtp_depth_requested,
+                snapshot.auto_mode,
+                snapshot.estimated_speedup_vs_plain,
                 short=True,
             )
         )
         # With MTP off, zero drafts is not a figure worth reading: show it as not applicable.
-        self.drafted_value.show_value(count(snapshot.get("n_drafted")) if drafting else DASH)
-        self.accepted_value.show_value(count(snapshot.get("n_accepted")) if drafting else DASH)
-        self.acceptance_value.show_value(percent(snapshot.get("acceptance")))
-        mean = snapshot.get("mean_accepted_length")
+        self.drafted_value.show_value(count(snapshot.n_drafted) if drafting else DASH)
+        self.accepted_value.show_value(count(snapshot.n_accepted) if drafting else DASH)
+        self.acceptance_value.show_value(percent(snapshot.acceptance))
+        mean = snapshot.mean_accepted_length
         self.mean_value.show_value(f"{DASH if mean is None else f'{mean:.1f}'} drafts accepted per step")
         if depth > self.head_bars.head_count():
             self.head_bars.set_heads(depth)
         self.head_bars.set_values(
-            snapshot.get("acceptance_per_position") or [],
-            snapshot.get("drafted_per_position") or [],
-            snapshot.get("accepted_per_position") or [],
+            snapshot.acceptance_per_position,
+            snapshot.drafted_per_position,
+            snapshot.accepted_per_position,
             depth,
         )
         self._show_note(note, off=not drafting or note in MTP_OFF_NOTES)

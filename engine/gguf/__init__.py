@@ -27,14 +27,12 @@ from engine.gguf.memory import (
     memory_verdict,
 )
 from engine.gguf.parts import first_part, looks_like_part
-from engine.gguf.reader import LLAMA_CPP_VERSION, ErrorKind, ModelFileError
+from engine.gguf.reader import LLAMA_CPP_VERSION
 
 __all__ = [
     "LLAMA_CPP_VERSION",
-    "ErrorKind",
     "LayerShape",
     "MemoryEstimate",
-    "ModelFileError",
     "ModelInfo",
     "ModelPaths",
     "MtpWeights",

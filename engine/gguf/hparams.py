@@ -12,16 +12,8 @@ from dataclasses import dataclass
 
 import gguf
 
-from engine.gguf.reader import (
-    LLAMA_CPP_VERSION,
-    MAX_LAYERS,
-    TOKENS_KEY,
-    Array,
-    GgufFile,
-    ModelFileError,
-    Tensor,
-    type_name,
-)
+from engine.api import ModelFileError
+from engine.gguf.reader import LLAMA_CPP_VERSION, MAX_LAYERS, TOKENS_KEY, Array, GgufFile, Tensor, type_name
 
 _MAX_EXPERTS = 1024
 _ROPE_SCALING_TYPES = frozenset({"none", "linear", "yarn", "longrope"})
@@ -86,7 +78,6 @@ class LayerShape:
     head_dim_v: int
     swa: bool  # sliding-window attention: the cache keeps only about n_swa + n_ubatch cells
     n_ff: int  # dense feed-forward width (0 for pure MoE blocks)
-
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from typing import Literal
 
 import gguf
 
+from engine.api import ModelFileError
 from engine.gguf.hparams import LayerShape, ModelHeader, interpret
 from engine.gguf.parts import ModelFiles, read_model_files
-from engine.gguf.reader import GgufFile, ModelFileError, read_gguf
+from engine.gguf.reader import GgufFile, read_gguf
 
 MtpWeights = Literal["embedded", "separate", "absent", "none"]
 ModelPaths = Path | Sequence[Path]  # one file, or parts of a set picked together

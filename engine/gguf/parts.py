@@ -21,7 +21,8 @@ from pathlib import Path
 
 import gguf
 
-from engine.gguf.reader import GgufFile, ModelFileError, read_gguf, type_name
+from engine.api import ModelFileError
+from engine.gguf.reader import GgufFile, read_gguf, type_name
 
 _VT = gguf.GGUFValueType
 _SPLIT_NO = "split.no"

@@ -18,29 +18,13 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 import gguf
 
+from engine.api import ModelFileError
+
 LLAMA_CPP_VERSION = "0.3.36"
-
-ErrorKind = Literal[
-    "missing", "unreadable", "not_gguf", "truncated", "damaged", "unsupported", "mtp_only", "mismatch", "projector"
-]
-
-
-class ModelFileError(Exception):
-    """A model file llama.cpp would refuse (or crash on). str(e) is one line: problem and fix.
-
-    `kind` lets a caller react without parsing the text, e.g. offer to use an
-    MTP-only file as the separate MTP file ("mtp_only").
-    """
-
-    def __init__(self, message: str, kind: ErrorKind = "damaged") -> None:
-        super().__init__(" ".join(message.split()))
-        self.kind: ErrorKind = kind
-
-
 
 # --- limits (llama.cpp 0.3.36: ggml/src/gguf.cpp, ggml/include/ggml.h, src/llama-hparams.h) ---
 
@@ -266,8 +250,6 @@ def _check_path(path: Path) -> int:
     return st.st_size
 
 
-
-
 def read_gguf(path: Path) -> GgufFile:
     """Parse one file's header; every failure, foreseen or not, becomes a ModelFileError."""
     size = _check_path(path)
@@ -488,4 +470,3 @@ def _read_tensor_info(r: _Reader, i: int, n_tensors: int) -> tuple[Tensor, int]:
         )
     offset = r.u64(what)
     return Tensor(name, type_name, n_elements, n_elements // block * type_size, n_dims), offset
-

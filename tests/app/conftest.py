@@ -14,7 +14,7 @@ from app.settings import LoadResult, Settings
 from app.store import ConversationStore
 from app.views.main_window import MainWindow
 from engine import qt_worker
-from engine.demo import DEMO_NAME
+from engine.api import DEMO_NAME
 
 
 @pytest.fixture(autouse=True)

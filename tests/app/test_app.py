@@ -62,7 +62,7 @@ def test_stop_mid_reply_keeps_the_partial_reply(
 
     app.controller.engine.worker.sig_delta.connect(on_delta)
     result = send(qtbot, app, "alpha bravo")
-    assert result.stats["stop_reason"] == "cancelled"  # type: ignore[attr-defined]
+    assert result.stats.stop_reason == "cancelled"  # type: ignore[attr-defined]
     saved = app.store.messages(app.controller.conversation_id)[-1]  # type: ignore[arg-type]
     assert saved.status == "stopped" and len(saved.reasoning + saved.content) > 0
 
@@ -73,8 +73,8 @@ def test_stats_panel_final_figures_equal_the_engine(qtbot: QtBot, make_app: Call
     stats = result.stats  # type: ignore[attr-defined]
     assert app.window.stats_panel.last_snapshot == stats
     text = app.window.stats_panel.displayed_text()
-    assert f"{stats['n_accepted']:,}" in text and f"{stats['n_drafted']:,}" in text
-    assert f"{round(stats['acceptance'] * 100)}%" in text
+    assert f"{stats.n_accepted:,}" in text and f"{stats.n_drafted:,}" in text
+    assert f"{round(stats.acceptance * 100)}%" in text
 
 
 def test_settings_survive_a_restart(qtbot: QtBot, make_app: Callable[..., AppHarness]) -> None:
@@ -98,7 +98,7 @@ def test_depth_change_applies_to_the_next_reply_without_reloading(
     load_request = app.controller.load_request
     app.controller.apply_settings(replace(app.controller.settings, mtp_depth=1))
     second = send(qtbot, app, "two")
-    assert first.stats["mtp_depth"] == 3 and second.stats["mtp_depth"] == 1  # type: ignore[attr-defined]
+    assert first.stats.mtp_depth == 3 and second.stats.mtp_depth == 1  # type: ignore[attr-defined]
     assert app.controller.load_request == load_request
 
 

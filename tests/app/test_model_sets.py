@@ -14,7 +14,6 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QLineEdit, QLis
 from pytestqt.qtbot import QtBot
 
 from app import main as app_main
-from app import model_inspector
 from app import settings as app_settings
 from app.controller import ChatController
 from app.model_files import recent_with, remembered
@@ -22,10 +21,10 @@ from app.theme import apply_theme
 from app.views import model_dialog
 from app.views.model_dialog import ModelPickerDialog
 from engine import runtime
+from engine.api import format_bytes, format_params
 from engine.gguf import ModelInfo, inspect_model
 from engine.gguf.reader import read_gguf
 from engine.qt_worker import LoadedModel
-from engine.units import format_bytes, format_params
 from tests.app.conftest import AppHarness
 from tests.app.test_dialogs import _drag_enter, _drop, field, load_button
 from tests.app.test_reliability import open_errors
@@ -55,7 +54,7 @@ def parts(live_gguf: Path, tmp_path: Path) -> list[Path]:
 
 @pytest.fixture
 def free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(model_inspector, "free_memory_bytes", lambda: 64 * GIB)
+    monkeypatch.setattr(model_dialog, "free_memory_bytes", lambda: 64 * GIB)
 
 
 @pytest.fixture
@@ -67,7 +66,7 @@ def inspections(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         calls.append(paths)
         return inspect_model(paths, mtp_paths)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(model_inspector, "inspect_model", counted)
+    monkeypatch.setattr(model_dialog, "inspect_model", counted)
     return calls
 
 

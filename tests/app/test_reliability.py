@@ -158,7 +158,7 @@ def test_drop_oldest_mode_leaves_out_old_turns_and_says_so(
     history(app, turns=4, words=20)
     result = send(qtbot, app, "echo foxtrot")
     assert result is not None and result.n_dropped > 0
-    assert result.stats["stop_reason"] == "max_tokens" and result.stats["n_prompt"] + 20 <= 256
+    assert result.stats.stop_reason == "max_tokens" and result.stats.n_prompt + 20 <= 256
     assert open_errors(app) == []
     notice = app.window.notice.label.text()
     assert app.window.notice.isVisible()
@@ -170,7 +170,7 @@ def test_a_reply_that_fills_the_context_stops_and_says_so(
 ) -> None:
     app = make_app(str(oracle_gguf), n_ctx=256, max_tokens=5000)  # the oracle never ends a reply itself
     result = send(qtbot, app, "alpha")
-    assert result is not None and result.stats["stop_reason"] == "context_full"
+    assert result is not None and result.stats.stop_reason == "context_full"
     assert open_errors(app) == []
     assert app.window.notice.isVisible()
     assert "The reply stopped because the context is full (256 tokens)" in app.window.notice.label.text()
@@ -201,7 +201,7 @@ def test_a_hostile_template_in_the_model_falls_back_within_two_seconds_and_says_
     first_delta: list[float] = []
     app.controller.engine.worker.sig_delta.connect(lambda *_: first_delta.append(time.monotonic()))
     result = send(qtbot, app, "alpha")
-    assert result is not None and result.stats["n_predicted"] == 5
+    assert result is not None and result.stats.n_predicted == 5
     assert first_delta[0] - started < 2.5  # the 2 s render budget plus the prompt and first token
     assert result.template_warning is not None
     notice = app.window.notice.label.text()

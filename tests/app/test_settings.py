@@ -39,7 +39,7 @@ from app.settings import (
 )
 from app.views import settings_dialog
 from app.views.settings_dialog import SettingsDialog
-from engine.generate import AUTO
+from engine.api import AUTO
 
 CUSTOM = Settings(
     mtp_depth=1,

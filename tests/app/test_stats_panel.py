@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PySide6.QtGui import QColor, QPalette, QPixmap
@@ -17,7 +17,8 @@ import engine.stats
 from app.theme import apply_theme
 from app.views.speed_charts import SPARK_POINTS, HeadBars, Sparkline
 from app.views.stats_panel import PANEL_WIDTH, StatsPanel, reply_summary
-from engine.stats import MTP_NOTE_TEXT, ReplyStats
+from engine.api import MTP_NOTE_TEXT, MtpNote, StatsSnapshot
+from engine.stats import ReplyStats
 
 # Drafts accepted per step at depth 3, repeated: head 1 accepts 8/10, head 2 6/10, head 3 3/10.
 PATTERN = (3, 1, 2, 0, 3, 2, 3, 1, 0, 2)
@@ -51,7 +52,9 @@ def panel(qtbot: QtBot) -> StatsPanel:
     return widget
 
 
-def new_stats(clock: Clock, depth: int = 3, requested: int = 3, note: str | None = None, heads: int = 3) -> ReplyStats:
+def new_stats(
+    clock: Clock, depth: int = 3, requested: int = 3, note: MtpNote | None = None, heads: int = 3
+) -> ReplyStats:
     # t_start's default factory is bound to the real perf_counter, so pass the fake time in.
     return ReplyStats(n_heads=heads, mtp_depth=depth, mtp_depth_requested=requested, mtp_note=note, t_start=clock())
 
@@ -63,7 +66,7 @@ def generate(
     accepted: Iterable[int],
     step_s: Iterable[float] | None = None,
     every: int = 3,
-) -> dict[str, Any]:
+) -> StatsSnapshot:
     """Prompt (1,234 tokens, 56 new) in 0.12 s, then one step per item, sending a snapshot every few steps."""
     clock.advance(0.12)
     stats.prompt_done(1234, 56)
@@ -106,7 +109,7 @@ def test_figures_at_depth_three(panel: StatsPanel, clock: Clock) -> None:
     assert panel.prompt_rate_value.text() == "466.7 tok/s"
     assert panel.ttft_value.text() == "160 ms"
     assert panel.average_value.text() == "67.5 tok/s"  # 162 tokens in 2.4 s
-    assert panel.now_value.text() == f"{final['window_tokens_per_second']:.1f}"
+    assert panel.now_value.text() == f"{final.window_tokens_per_second:.1f}"
     assert panel.mtp_banner.isHidden() and panel.depth_note.isHidden()
     assert panel.last_snapshot == final
 
@@ -114,7 +117,7 @@ def test_figures_at_depth_three(panel: StatsPanel, clock: Clock) -> None:
 def test_labels_tell_screen_readers_name_and_value(panel: StatsPanel, clock: Clock) -> None:
     final = generate(panel, clock, new_stats(clock), PATTERN * 3)
     panel.update_stats(final)
-    now = f"{final['window_tokens_per_second']:.1f}"
+    now = f"{final.window_tokens_per_second:.1f}"
     assert named(panel, "Tokens per second now").accessibleDescription() == f"Tokens per second now: {now}"
     assert panel.acceptance_value.accessibleDescription() == "Acceptance: 57%"
     assert panel.average_value.accessibleDescription() == "Tokens per second over the reply: 67.5"
@@ -166,11 +169,11 @@ def test_when_the_reply_ends_the_big_figure_is_its_average(panel: StatsPanel, cl
     final = generate(panel, clock, new_stats(clock), PATTERN * 6, step_s=durations)
     panel.update_stats(final)
     assert panel.now_heading.text() == "Now" and panel.is_live()
-    assert panel.now_value.text() == f"{final['window_tokens_per_second']:.1f}"
-    assert final["window_tokens_per_second"] != pytest.approx(final["tokens_per_second"], rel=0.05)
+    assert panel.now_value.text() == f"{final.window_tokens_per_second:.1f}"
+    assert final.window_tokens_per_second != pytest.approx(final.tokens_per_second, rel=0.05)
 
     panel.finish(final)
-    average = f"{final['tokens_per_second']:.1f}"
+    average = f"{final.tokens_per_second:.1f}"
     assert not panel.is_live() and panel.now_heading.text() == "Last reply"
     assert panel.now_value.text() == average == panel.average_value.text().removesuffix(" tok/s")
     assert panel.now_value.accessibleDescription() == f"Tokens per second, last reply's average: {average}"
@@ -241,15 +244,11 @@ def test_heads_past_the_depth_are_greyed(panel: StatsPanel, clock: Clock) -> Non
 
 
 def test_auto_shows_what_it_does_now_and_what_drafting_is_worth() -> None:
-    snapshot = {
-        "n_predicted": 10,
-        "mtp_depth": 3,
-        "mtp_depth_requested": "auto",
-        "auto_mode": "drafting",
-        "estimated_speedup_vs_plain": 1.4234,
-    }
+    snapshot = StatsSnapshot(
+        n_predicted=10, mtp_depth=3, mtp_depth_requested="auto", auto_mode="drafting", estimated_speedup_vs_plain=1.4234
+    )
     assert "MTP depth Auto: drafting, ×1.42 vs plain" in reply_summary(snapshot)
-    assert reply_summary({**snapshot, "auto_mode": "off"}).endswith("MTP depth Auto: Off")
+    assert reply_summary(replace(snapshot, auto_mode="off")).endswith("MTP depth Auto: Off")
 
 
 def test_clamped_depth_says_what_was_asked(panel: StatsPanel, clock: Clock) -> None:
@@ -267,7 +266,7 @@ def test_clamped_depth_says_what_was_asked(panel: StatsPanel, clock: Clock) -> N
     ("note", "heads", "requested"),
     [("no_heads", 0, 0), ("weights_absent", 0, 0), ("depth_zero", 3, 0)],
 )
-def test_mtp_off_shows_the_reason(panel: StatsPanel, clock: Clock, note: str, heads: int, requested: int) -> None:
+def test_mtp_off_shows_the_reason(panel: StatsPanel, clock: Clock, note: MtpNote, heads: int, requested: int) -> None:
     panel.set_model(heads, None)
     final = generate(panel, clock, new_stats(clock, depth=0, requested=requested, note=note, heads=heads), [0] * 40)
     panel.update_stats(final)
@@ -347,7 +346,7 @@ def test_reply_summary(clock: Clock, panel: StatsPanel) -> None:
     # MTP off: the speed panel says so, with the reason; the line under the reply does not repeat it.
     assert reply_summary(off) == "40 tokens · 25.0 tok/s · first token 160 ms"
 
-    no_heads = dict(off, mtp_note="no_heads", ttft_s=1.234)
+    no_heads = replace(off, mtp_note="no_heads", ttft_s=1.234)
     assert reply_summary(no_heads) == "40 tokens · 25.0 tok/s · first token 1.23 s"
 
     one = new_stats(clock)

@@ -17,11 +17,12 @@ import pytest
 
 import app.store.schema
 from app.store import ConversationStore, StoreError, default_db_path
+from engine.api import StatsSnapshot
 from tests.capabilities import as_unprivileged_user, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 FTS5_FIX = "use a Python whose sqlite3 has FTS5 (python.org, pyenv, Debian and Ubuntu builds do)"
-STATS = {"tokens_per_second": 41.5, "n_predicted": 12, "acceptance": 0.75, "mtp_note": None}
+STATS = StatsSnapshot(tokens_per_second=41.5, n_predicted=12, acceptance=0.75)
 SPANS = {"answer": [[0, 4], [9, 12]], "reasoning": [[2, 3]]}
 
 
@@ -375,7 +376,7 @@ def test_5000_messages_load_fast(store: ConversationStore) -> None:
             "role": "user" if i % 2 == 0 else "assistant",
             "content": f"message {i} " + "lorem ipsum dolor sit amet " * 20,
             "reasoning": "thinking " * 10 if i % 2 else "",
-            "stats": dict(STATS) if i % 2 else None,
+            "stats": STATS.to_json() if i % 2 else None,
             "draft_spans": SPANS if i % 2 else None,
             "thought_seconds": 1.5 if i % 2 else None,
         }
@@ -437,7 +438,7 @@ def test_export_json_import_round_trip(store: ConversationStore) -> None:
     conv_id = make_rich_conversation(store)
     exported = store.export_json(conv_id)
     assert exported["format"] == "stride-conversation" and exported["version"] == 1
-    assert exported["messages"][1]["stats"] == STATS
+    assert exported["messages"][1]["stats"] == STATS.to_json()
     assert exported["messages"][1]["draft_spans"] == SPANS
 
     imported = store.import_json(json.loads(json.dumps(exported)))

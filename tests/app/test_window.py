@@ -130,7 +130,7 @@ def test_after_a_reply_the_big_figure_is_its_average(qtbot: QtBot, make_app: Cal
     result = send(qtbot, app, "Hi")
     panel = app.window.stats_panel
     assert not panel.is_live() and panel.now_heading.text() == "Last reply"
-    assert panel.now_value.text() == f"{result.stats['tokens_per_second']:.1f}"  # type: ignore[attr-defined]
+    assert panel.now_value.text() == f"{result.stats.tokens_per_second:.1f}"  # type: ignore[attr-defined]
 
 
 def test_paths_give_up_their_folders_first(qtbot: QtBot) -> None:

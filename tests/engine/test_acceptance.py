@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.generate import GenerationParams
+from engine.api import GenerationParams
 from engine.mtp import greedy_draft
 from engine.runtime import Runtime
 from tests.fixtures import builders

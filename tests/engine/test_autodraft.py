@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from engine import automemory
+from engine.api import AUTO, GenerationParams, LoadOptions
 from engine.autodraft import RETRY_MIN, AutoDraft, StepPlan
 from engine.draftcost import DraftCosts
-from engine.generate import AUTO, GenerationParams, Reply
+from engine.generate import Reply
 from engine.llama import Context
-from engine.runtime import LoadOptions, Runtime
+from engine.runtime import Runtime
 from tests.engine.test_lossless import PROMPT
 from tests.fixtures import builders
 from tests.fixtures.calibrated import build_calibrated
@@ -58,6 +59,7 @@ def test_keeps_drafting_where_it_pays_and_looks_at_off_ever_less_often() -> None
 
 def test_follows_the_text_both_ways() -> None:
     auto = AutoDraft(3, WINDOW)
+
     # Heads suit the text for 400 steps, then not for 600, then again.
     def pace(step: int, plan: StepPlan) -> float:
         drafting = 0.6 if step < 400 or step >= 1000 else 1.4

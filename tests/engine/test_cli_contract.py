@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from engine import about, cli, llama, options
-from engine.runtime import NotEnoughMemory
+from engine.api import NotEnoughMemory
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "Once upon a time there was a gi"  # 31 tokens for the demo model

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from scipy.stats import chi2_contingency
 
-from engine.generate import DraftSampling, GenerationParams, Generator
-from engine.llama import SamplerParams
+from engine.api import DraftSampling, GenerationParams, SamplerParams
+from engine.generate import Generator
 from engine.runtime import Runtime
 from tests.fixtures import builders
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.api import GenerationParams
 from engine.draftcost import REMEASURE_SOON, REMEASURE_STEPS, DraftCosts
-from engine.generate import GenerationParams
 from engine.llama import LlamaError
 from engine.runtime import Runtime
 from tests.engine.test_lossless import PROMPT

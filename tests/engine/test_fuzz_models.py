@@ -34,7 +34,8 @@ import gguf
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from engine.gguf import ModelFileError, inspect_model
+from engine.api import ModelFileError
+from engine.gguf import inspect_model
 from tests.fixtures.builders import tiny
 from tests.fixtures.parts import part_name, split_file
 

@@ -17,15 +17,8 @@ import numpy as np
 import pytest
 
 from engine import synth
-from engine.gguf import (
-    ModelFileError,
-    estimate_memory,
-    free_memory_bytes,
-    hparams,
-    inspect_model,
-    memory,
-    memory_verdict,
-)
+from engine.api import ModelFileError
+from engine.gguf import estimate_memory, free_memory_bytes, hparams, inspect_model, memory, memory_verdict
 from tests.capabilities import as_unprivileged_user
 from tests.fixtures import builders
 from tests.fixtures.builders import patch_kv, tiny

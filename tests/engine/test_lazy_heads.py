@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from engine import mtp
-from engine.generate import AUTO, GenerationParams
+from engine.api import AUTO, GenerationParams
 from engine.mtp import Draft, MtpDrafter
 from engine.runtime import Runtime
 from tests.engine.test_autodraft import Scripted

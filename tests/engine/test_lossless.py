@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.generate import GenerationParams
-from engine.llama import LlamaError, SamplerParams
+from engine.api import GenerationParams, SamplerParams
+from engine.llama import LlamaError
 from engine.runtime import Runtime
 from tests.fixtures.builders import WORDS
 

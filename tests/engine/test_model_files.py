@@ -9,10 +9,9 @@ from pathlib import Path
 import gguf
 import pytest
 
-from engine.generate import GenerationParams
+from engine.api import GenerationParams, LoadCancelled, LoadOptions, ModelLoadError
 from engine.gguf import inspect_model
-from engine.llama import LoadCancelled
-from engine.runtime import LoadOptions, ModelLoadError, Runtime
+from engine.runtime import Runtime
 from tests.engine.test_lossless import PROMPT
 from tests.fixtures.builders import tiny
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import gguf
 import pytest
 
-from engine.generate import GenerationParams
-from engine.gguf import ModelFileError, first_part, inspect_model, looks_like_part
+from engine.api import GenerationParams, ModelFileError
+from engine.gguf import first_part, inspect_model, looks_like_part
 from engine.gguf.reader import read_gguf
 from engine.runtime import Runtime
 from tests.engine.test_cli import run_cli, run_json
@@ -161,9 +161,7 @@ def reply_of(runtime: Runtime, depth: int) -> tuple[list[int], list[int]]:
 
 
 @pytest.mark.parametrize("layout", ["named", "renamed", "first-empty"])
-def test_a_set_loads_with_its_heads(
-    load: Callable[..., Runtime], live_gguf: Path, tmp_path: Path, layout: str
-) -> None:
+def test_a_set_loads_with_its_heads(load: Callable[..., Runtime], live_gguf: Path, tmp_path: Path, layout: str) -> None:
     """Heads in the last part run: the same tokens and the same accepted drafts as the single file."""
     parts = split_file(live_gguf, tmp_path, 3, prefix="live", first_empty=layout == "first-empty")
     chosen: list[Path] = parts[1:2]

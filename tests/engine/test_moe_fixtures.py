@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from engine import llama, synth
-from engine.generate import GenerationParams
+from engine.api import GenerationParams
 from engine.gguf import estimate_memory, inspect_model
 from engine.runtime import Runtime
 from tests.engine.test_acceptance import simulate

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.generate import GenerationParams
+from engine.api import GenerationParams
 from engine.runtime import Runtime
 
 CACHE = Path.home() / ".cache" / "stride"

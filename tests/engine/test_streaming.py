@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from engine.api import Delta, GenerationParams, PromptTooLong
 from engine.demo import ensure_demo_model
-from engine.generate import Delta, GenerationParams, PromptTooLong
 from engine.runtime import Runtime
 from engine.stats import ReplyStats
 

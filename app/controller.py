@@ -77,9 +77,12 @@ class ActiveReply:
 
 
 class ChatController(QObject):
-    sig_reply_finished = Signal(object)  # ReplyResult (self-test and tests wait on it)
-    sig_model_ready = Signal(object)  # LoadedModel
+    sig_reply_finished = Signal(object)
+    """ReplyResult, or None when the reply failed (the self-test and tests wait on it)"""
+    sig_model_ready = Signal(object)
+    """LoadedModel"""
     sig_model_failed = Signal(str)
+    """the message shown for why the model did not load"""
 
     def __init__(
         self, window: MainWindow, store: ConversationStore, settings: LoadResult, settings_path: Path | None = None

@@ -13,7 +13,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
 
 class MessageEdit(QPlainTextEdit):
     sig_submit = Signal()
+    """no arguments: Enter without Shift was pressed"""
     sig_image_dropped = Signal()
+    """no arguments: a picture file was dropped on the message box"""
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
@@ -39,8 +41,11 @@ def _has_image_file(source: QMimeData) -> bool:
 
 class Composer(QWidget):
     sig_send = Signal(str)
+    """the message text, stripped, never empty"""
     sig_stop = Signal()
+    """no arguments: the user asked to stop the reply"""
     sig_image_dropped = Signal()
+    """no arguments: a picture file was dropped on the message box"""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)

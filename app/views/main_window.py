@@ -59,6 +59,7 @@ class NoticeBar(QFrame):
 
 class MainWindow(QMainWindow):
     sig_close_requested = Signal()
+    """no arguments: the user closed the window; the controller shuts the engine down, then allows it"""
 
     def __init__(self) -> None:
         super().__init__()

@@ -236,7 +236,8 @@ class _InspectTask(QRunnable):
 class ModelPickerDialog(QDialog):
     """Choose a model; shows what it is and whether it fits. Emits; the controller loads."""
 
-    sig_inspected = Signal(object)  # ModelInfo, or the error message (str); only for the latest request
+    sig_inspected = Signal(object)
+    """ModelInfo, or the error message (str); only for the latest request"""
 
     _FIELDS = (
         "Architecture",

@@ -136,7 +136,8 @@ def _path_width(widget: QWidget) -> int:
 
 
 class SettingsDialog(QDialog):
-    sig_forget_auto = Signal()  # the user asked to drop what Auto measured, for every model
+    sig_forget_auto = Signal()
+    """no arguments: drop what Auto measured, for every model"""
 
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)

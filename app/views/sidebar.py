@@ -99,11 +99,17 @@ class ConversationDelegate(QStyledItemDelegate):
 
 class Sidebar(QWidget):
     sig_new = Signal()
+    """no arguments: start a new conversation"""
     sig_selected = Signal(int)
+    """id of the conversation chosen"""
     sig_rename = Signal(int)
+    """id of the conversation to rename"""
     sig_delete = Signal(int)
+    """id of the conversation to delete"""
     sig_export = Signal(int)
+    """id of the conversation to export"""
     sig_search = Signal(str)
+    """the search text as typed"""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)

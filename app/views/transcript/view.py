@@ -38,10 +38,14 @@ COPIED_MS = 1500  # how long a code block's button says "Copied"
 class TranscriptView(QListView):
     """The transcript list. It emits requests; controllers act on them."""
 
-    sig_copy_requested = Signal(int)  # row
+    sig_copy_requested = Signal(int)
+    """row of the message to copy"""
     sig_regenerate_requested = Signal(int)
+    """row of the reply to generate again"""
     sig_edit_requested = Signal(int)
-    sig_copy_text_requested = Signal(str)  # a code block's Copy button: its text
+    """row of the user message to edit and resend"""
+    sig_copy_text_requested = Signal(str)
+    """a code block's text, from its Copy button"""
 
     def __init__(self, model: TranscriptModel | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)

@@ -20,6 +20,7 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
 from app.model_files import ModelChoice, display_name, engine_paths, recent_with, remembered
+from app.model_inspector import ModelInspector
 from app.reply_buffer import ReplyBuffer
 from app.settings import LoadResult, Settings, SettingsError, save_settings, validate
 from app.store import ConversationStore, Message, StoreError
@@ -93,6 +94,7 @@ class ChatController(QObject):
         self.settings: Settings = settings.settings
         self.settings_path = settings_path
         self.engine = EngineClient(self)
+        self.inspector = ModelInspector(self)  # reads models for the picker, off the GUI thread
         self.loaded: LoadedModel | None = None
         self.load_request = 0
         self._loading: tuple[ModelChoice, ModelChoice] = ("", "")  # asked again when it does not fit
@@ -221,6 +223,7 @@ class ChatController(QObject):
             self.window,
             initial_path=self.settings.model_path,
             initial_mtp=self.settings.mtp_model_path,
+            inspector=self.inspector,
         )
         # The picker has shown the memory verdict and asked already when the model does not fit.
         dialog.accepted.connect(lambda: self.load_model(*dialog.selected(), check_memory=False))

@@ -9,32 +9,27 @@ a queued request that was superseded never starts, and only the latest request i
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
-from app.model_files import (
-    ModelChoice,
-    engine_paths,
-)
-from engine.demo import DEMO_NAME, ensure_demo_model
-from engine.gguf import (
-    ErrorKind,
+from app.engine_calls import (
     MemoryEstimate,
-    ModelFileError,
     ModelInfo,
     ProjectorInfo,
+    ensure_demo_model,
     estimate_memory,
     free_memory_bytes,
     inspect_model,
     inspect_projector,
     projector_beside,
 )
-
-# ensure_demo_model writes through a fixed temporary name: two builds at once would collide.
-_DEMO_LOCK = threading.Lock()
+from app.model_files import (
+    ModelChoice,
+    engine_paths,
+)
+from engine.api import DEMO_NAME, ErrorKind, ModelFileError
 
 
 def context_size(n_ctx: int, info: ModelInfo) -> int:
@@ -76,8 +71,7 @@ class _Latest:
 
 def _demo_model() -> Path:
     try:
-        with _DEMO_LOCK:
-            return ensure_demo_model()
+        return ensure_demo_model()
     except OSError as e:  # a read-only or full data folder
         raise ModelFileError(
             f"The demo model could not be created ({e.strerror or e}); check that the user data folder "

@@ -1,12 +1,10 @@
 """The model picker: choose a GGUF (and an optional MTP heads file) and see, before loading,
-what it is and whether it fits in this machine's free memory.
+what it is and whether it fits in this machine's free memory (the ModelInspector it is given
+reads that off the GUI thread).
 
 A model may be one file or a multi-part set (`NAME-00001-of-0000N.gguf` ...): any part, or
 several parts picked or dropped together, shows the whole set, and a vision projector
-(mmproj) beside it is named. Inspection reads only the files' metadata and tensor
-directories, but on a slow disk even that takes a moment for a 100 GB model, so it runs on
-the thread pool; every request carries an id and a result for anything but the latest
-request is dropped.
+(mmproj) beside it is named.
 """
 
 from __future__ import annotations
@@ -14,10 +12,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QRunnable, QSignalBlocker, Qt, QThreadPool, Signal, Slot
+from PySide6.QtCore import QSignalBlocker, Qt, Signal, Slot
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QPalette
 from PySide6.QtWidgets import (
     QDialog,
@@ -42,25 +39,19 @@ from app.engine_calls import (
     MemoryEstimate,
     ModelInfo,
     ProjectorInfo,
-    Verdict,
-    ensure_demo_model,
-    estimate_memory,
-    free_memory_bytes,
-    inspect_model,
-    inspect_projector,
     memory_verdict,
-    projector_beside,
 )
 from app.model_files import (
     ModelChoice,
     choice_of,
-    engine_paths,
     part_count,
     set_key,
     without_projectors,
 )
+from app.model_inspector import Inspection, ModelInspector, context_size
 from app.views.elide import show_paths
-from engine.api import DEMO_NAME, ErrorKind, ModelFileError, format_bytes, format_params
+from app.views.model_facts import mtp_text, parts_note, size_text, verdict_text, vision_text
+from engine.api import DEMO_NAME, format_bytes, format_params
 
 GGUF_FILTER = "GGUF models (*.gguf)"
 _DASH = "—"
@@ -75,159 +66,6 @@ _TONES: dict[str, tuple[str, str]] = {
     "wont_fit": ("#c0261f", "#ff7b72"),
     "error": ("#c0261f", "#ff7b72"),
 }
-_VERDICT_WORDS: dict[Verdict, tuple[str, str]] = {
-    "fits": ("Fits", ""),
-    "tight": ("Tight", "close other programs first"),
-    "wont_fit": ("Won't fit", "choose a smaller quantization or context"),
-}
-
-
-# --- text for what inspect_model reports ---
-
-
-def size_text(n_bytes: int, n_parts: int) -> str:
-    """116.4 GiB, or 116.4 GiB in 3 parts for a set."""
-    size = format_bytes(n_bytes)
-    return size if n_parts <= 1 else f"{size} in {n_parts} parts"
-
-
-def mtp_text(info: ModelInfo, mtp_path: str = "") -> str:
-    """Where the MTP heads' weights come from, and what that means for decoding."""
-    n = info.n_mtp_heads
-    heads = f"{n} head" if n == 1 else f"{n} heads"
-    if info.mtp_weights == "embedded":
-        # inspect_model ignores a separate MTP file when the main file embeds the heads.
-        where = "this file" if info.n_parts == 1 else "this set"
-        return f"{heads}, in {where}" + (" (the separate MTP file is not needed)" if mtp_path else "")
-    if info.mtp_weights == "separate":
-        name = info.mtp_path.name if info.mtp_path else Path(mtp_path).name
-        n_parts = len(info.mtp_parts)
-        return f"{heads}, in {name}" + (f" ({n_parts} parts)" if n_parts > 1 else "")
-    if info.mtp_weights == "absent":
-        return f"{heads} declared, weights missing: runs without MTP"
-    return "none: plain decoding"
-
-
-def parts_note(info: ModelInfo, n_chosen: int) -> str:
-    """How the files the user chose became the set that loads; "" for a single file."""
-    if n_chosen > 1:
-        return f"{n_chosen} files picked together: Stride loads them as one model in {info.n_parts} parts."
-    if info.opened_part > 0:
-        return (
-            f"Opened from part {info.opened_part + 1} of {info.n_parts}: Stride loads the whole set "
-            f"from part 1 ({info.path.name})."
-        )
-    return ""
-
-
-def vision_text(projector: ProjectorInfo, info: ModelInfo) -> str:
-    """The projector beside the model, said plainly: Stride reads text only until image input arrives."""
-    name = projector.path.name
-    if projector.n_embd_out is not None and projector.n_embd_out != info.n_embd:
-        return (
-            f"{name}, found beside the model, is made for another model (image tokens {projector.n_embd_out:,} "
-            f"wide, this model's {info.n_embd:,}); it is not paired"
-        )
-    return (
-        f"{name} ({format_bytes(projector.file_bytes)}), found beside the model; "
-        "Stride reads text only for now: images come in a later version"
-    )
-
-
-def context_size(n_ctx: int, info: ModelInfo) -> int:
-    """The context the runtime will create: 0 means the trained size, and the runtime caps it there."""
-    if n_ctx <= 0:
-        return info.context_length
-    return min(n_ctx, info.context_length) if info.context_length > 0 else n_ctx
-
-
-def verdict_text(verdict: Verdict, needed: int, free: int) -> str:
-    word, advice = _VERDICT_WORDS[verdict]
-    if free <= 0:  # memory_verdict calls an unknown amount "tight"
-        return f"{word}: needs {format_bytes(needed)}; free memory could not be measured"
-    text = f"{word}: needs {format_bytes(needed)} of {format_bytes(free)} free"
-    return f"{text}; {advice}" if advice else text
-
-
-# --- background inspection ---
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    request: int
-    info: ModelInfo | None = None
-    estimate: MemoryEstimate | None = None
-    free: int = 0
-    projector: ProjectorInfo | None = None
-    error: str = ""
-    kind: ErrorKind | None = None
-
-
-class _Relay(QObject):
-    """Carries a task's outcome to the GUI thread (a QRunnable cannot have signals).
-
-    Unparented and owned by its task, so a dialog closed mid-read leaves nothing dangling:
-    Qt drops the connection when the dialog is destroyed.
-    """
-
-    done = Signal(object)  # _Outcome
-
-
-class _Latest:
-    """The newest request id, shared with the pool threads so queued stale tasks skip their read."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-
-def _demo_model() -> Path:
-    try:
-        return ensure_demo_model()
-    except OSError as e:  # a read-only or full data folder
-        raise ModelFileError(
-            f"The demo model could not be created ({e.strerror or e}); check that the user data folder "
-            "is writable and has 50 MB free",
-            "unreadable",
-        ) from None
-
-
-def _projector_for(info: ModelInfo) -> ProjectorInfo | None:
-    found = projector_beside(info.path)
-    if found is None:
-        return None
-    try:
-        return inspect_projector(found)
-    except ModelFileError:  # an unreadable projector must not stop the model from loading
-        return None
-
-
-class _InspectTask(QRunnable):
-    def __init__(self, request: int, latest: _Latest, path: ModelChoice, mtp_path: ModelChoice, n_ctx: int) -> None:
-        super().__init__()
-        self.relay = _Relay()
-        self._request = request
-        self._latest = latest
-        self._path = path
-        self._mtp_path = mtp_path
-        self._n_ctx = n_ctx
-
-    def run(self) -> None:
-        if self._latest.value != self._request:
-            return  # superseded while it waited for a thread: nobody wants the answer
-        self.relay.done.emit(self._inspect())
-
-    def _inspect(self) -> _Outcome:
-        try:
-            path = _demo_model() if self._path == DEMO_NAME else engine_paths(self._path)
-            info = inspect_model(path, engine_paths(self._mtp_path) if self._mtp_path else None)
-            estimate = estimate_memory(info, context_size(self._n_ctx, info))
-            free = free_memory_bytes()  # here, not in the GUI: on macOS it runs vm_stat
-            projector = _projector_for(info)  # reads the headers of mmproj files beside it
-        except ModelFileError as e:
-            return _Outcome(self._request, error=str(e), kind=e.kind)
-        except Exception as e:  # never leave the dialog stuck on "Reading…"
-            return _Outcome(self._request, error=f"The file could not be inspected ({type(e).__name__}: {e})")
-        return _Outcome(self._request, info=info, estimate=estimate, free=free, projector=projector)
 
 
 # --- the dialog ---
@@ -258,7 +96,9 @@ class ModelPickerDialog(QDialog):
         *,
         initial_path: str = "",
         initial_mtp: str = "",
+        inspector: ModelInspector | None = None,
     ) -> None:
+        """inspector: the controller's; alone (tests, a tool), the dialog makes its own."""
         super().__init__(parent)
         self.setWindowTitle("Open a model")
         self.setAcceptDrops(True)
@@ -266,8 +106,10 @@ class ModelPickerDialog(QDialog):
         self._n_ctx = n_ctx
         self._paths: tuple[str, ...] = ()  # the file(s) the user chose: one, or parts picked together
         self._mtp_paths: tuple[str, ...] = ()
-        self._latest = _Latest()
-        self._outcome: _Outcome | None = None  # of the current request, once it arrived
+        self._inspector = inspector or ModelInspector(self)
+        self._inspector.sig_inspected.connect(self._on_inspected)
+        self._request = 0  # the inspection on show is this one's; 0: none asked
+        self._outcome: Inspection | None = None  # of the current request, once it arrived
 
         intro = QLabel("Choose a GGUF model file, or drop one here. For a split model, any part will do.")
         intro.setWordWrap(True)
@@ -544,7 +386,7 @@ class ModelPickerDialog(QDialog):
     # --- inspecting ---
 
     def _inspect(self) -> None:
-        self._latest.value += 1
+        self._request = 0  # an answer still coming for the previous choice must not show
         self._outcome = None
         self._clear_values()
         self._use_as_mtp.hide()
@@ -559,13 +401,11 @@ class ModelPickerDialog(QDialog):
             what = f"Reading {Path(self._paths[0]).name}" + (f" and {more} more" if more else "") + "…"
         self._show_status(what, None)
         model, mtp = choice_of(self._paths), choice_of(self._mtp_paths)
-        task = _InspectTask(self._latest.value, self._latest, model, mtp, self._n_ctx)
-        task.relay.done.connect(self._on_inspected)
-        QThreadPool.globalInstance().start(task)
+        self._request = self._inspector.inspect(model, mtp, self._n_ctx)
 
     @Slot(object)
-    def _on_inspected(self, outcome: _Outcome) -> None:
-        if outcome.request != self._latest.value:
+    def _on_inspected(self, outcome: Inspection) -> None:
+        if outcome.request != self._request:
             return  # the user picked another file meanwhile
         self._outcome = outcome
         if outcome.info is None or outcome.estimate is None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.gguf import (
+from app.engine_calls import (
     ModelInfo,
     ProjectorInfo,
     Verdict,
 )
-from engine.units import format_bytes
+from engine.api import format_bytes
 
 _VERDICT_WORDS: dict[Verdict, tuple[str, str]] = {
     "fits": ("Fits", ""),

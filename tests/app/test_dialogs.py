@@ -22,10 +22,11 @@ from PySide6.QtWidgets import (
 )
 from pytestqt.qtbot import QtBot
 
+from app import model_inspector
 from app.theme import apply_theme
-from app.views import model_dialog
 from app.views.error_dialog import ErrorDialog, show_error
-from app.views.model_dialog import ModelPickerDialog, verdict_text
+from app.views.model_dialog import ModelPickerDialog
+from app.views.model_facts import verdict_text
 from engine.api import format_bytes, format_params
 from engine.gguf import ModelInfo, estimate_memory, inspect_model
 from tests.fixtures import builders as b
@@ -54,7 +55,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def free_memory(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """Free memory as the dialog sees it; a big amount unless a test says otherwise."""
     amount = [64 * GIB]
-    monkeypatch.setattr(model_dialog, "free_memory_bytes", lambda: amount[0])
+    monkeypatch.setattr(model_inspector, "free_memory_bytes", lambda: amount[0])
     yield amount
 
 
@@ -189,7 +190,7 @@ def test_demo_that_cannot_be_created_says_why(
     def read_only() -> Path:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(model_dialog, "ensure_demo_model", read_only)
+    monkeypatch.setattr(model_inspector, "ensure_demo_model", read_only)
     error = inspect(qtbot, dialog, "demo")
     assert error == (
         "The demo model could not be created (Permission denied); "
@@ -400,7 +401,7 @@ def test_stale_results_are_ignored(
             release.wait(WAIT_MS / 1000)
         return inspect_model(path, mtp_path)
 
-    monkeypatch.setattr(model_dialog, "inspect_model", gated)
+    monkeypatch.setattr(model_inspector, "inspect_model", gated)
     pool = QThreadPool.globalInstance()
     threads = pool.maxThreadCount()
     pool.setMaxThreadCount(1)  # B and C queue behind A
@@ -434,7 +435,7 @@ def test_closing_the_dialog_mid_read_is_safe(
         release.wait(WAIT_MS / 1000)
         return inspect_model(path, mtp_path)
 
-    monkeypatch.setattr(model_dialog, "inspect_model", gated)
+    monkeypatch.setattr(model_inspector, "inspect_model", gated)
     d = ModelPickerDialog([], n_ctx=4096, initial_path=str(models["embedded"]))
     qtbot.waitUntil(started.is_set, timeout=WAIT_MS)
     destroyed: list[bool] = []

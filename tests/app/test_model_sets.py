@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QLineEdit, QLis
 from pytestqt.qtbot import QtBot
 
 from app import main as app_main
+from app import model_inspector
 from app import settings as app_settings
 from app.controller import ChatController
 from app.model_files import recent_with, remembered
@@ -54,7 +55,7 @@ def parts(live_gguf: Path, tmp_path: Path) -> list[Path]:
 
 @pytest.fixture
 def free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(model_dialog, "free_memory_bytes", lambda: 64 * GIB)
+    monkeypatch.setattr(model_inspector, "free_memory_bytes", lambda: 64 * GIB)
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ def inspections(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         calls.append(paths)
         return inspect_model(paths, mtp_paths)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(model_dialog, "inspect_model", counted)
+    monkeypatch.setattr(model_inspector, "inspect_model", counted)
     return calls
 
 

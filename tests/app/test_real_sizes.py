@@ -11,7 +11,7 @@ from PySide6.QtCore import QThreadPool
 from PySide6.QtWidgets import QLabel
 from pytestqt.qtbot import QtBot
 
-from app.views import model_dialog
+from app import model_inspector
 from app.views.model_dialog import ModelPickerDialog
 from engine.api import format_bytes
 from engine.gguf import ModelInfo, estimate_memory, free_memory_bytes
@@ -30,7 +30,7 @@ def flash(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def free(monkeypatch: pytest.MonkeyPatch) -> int:
     """This machine's free memory, measured once, so that the text can be checked to the digit."""
     amount = free_memory_bytes()
-    monkeypatch.setattr(model_dialog, "free_memory_bytes", lambda: amount)
+    monkeypatch.setattr(model_inspector, "free_memory_bytes", lambda: amount)
     return amount
 
 

@@ -18,10 +18,10 @@ import numpy.typing as npt
 
 from engine.api import AUTO, Delta, GenerationParams, MtpNote, PromptTooLong, Segment, TextKind
 from engine.autodraft import AutoDraft, StepPlan
-from engine.chat import ThinkSplitter
 from engine.draftcost import DraftCosts
 from engine.llama import Context, DecodeAborted, Model, Sampler
 from engine.mtp import F64, MtpDrafter
+from engine.reasoning import ThinkSplitter
 from engine.stats import ReplyStats
 from engine.text import StopMatcher, Utf8Stream
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine import automemory, chat, vision
+from engine import automemory, chat, reasoning, vision
 from engine.api import (
     AUTO,
     GenerationParams,
@@ -218,7 +218,7 @@ class Runtime:
         # The template writes the BOS text itself; let the tokenizer add the real token once.
         if bos_text and text.startswith(bos_text):
             text = text[len(bos_text) :]
-        starts_in_reasoning = chat.generation_starts_in_reasoning(text)
+        starts_in_reasoning = reasoning.generation_starts_in_reasoning(text)
         if self.vision is not None and images:
             tokens, placed = self.vision.tokenize(text, images)
             return ChatPrompt(tokens, starts_in_reasoning, warning, placed)

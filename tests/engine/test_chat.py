@@ -16,13 +16,10 @@ from engine.chat import (
     FALLBACK_TEMPLATE,
     ChatMessage,
     ChatTemplateError,
-    Piece,
-    ThinkSplitter,
-    generation_starts_in_reasoning,
     render_chat,
     render_or_fallback,
-    split_reasoning,
 )
+from engine.reasoning import Piece, ThinkSplitter, generation_starts_in_reasoning, split_reasoning
 from tests.sdist import read_sdist_member
 
 STEP_TEMPLATE = "vendor/llama.cpp/models/templates/StepFun3.5-Flash.jinja"

@@ -18,7 +18,7 @@ from pytestqt.qtbot import QtBot
 
 from app.settings import Settings
 from app.theme import apply_theme
-from app.views.figures import count, rate
+from app.views.figures import count, percent, rate
 from engine.qt_worker import ReplyResult
 from tests.app.conftest import AppHarness
 from tests.app.pixels import count_colour, drawn_fraction, region, rgb_pixels
@@ -61,33 +61,37 @@ def test_main_window_screenshot(
         assert not window.stats_panel.is_live()
         assert all(b.isEnabled() for b in (window.sidebar.new_button, window.sidebar.rename_button))
 
-        # The reply, as the engine ended it and the transcript paints it, with drafted spans to tint.
+        # The reply, as the engine ended it and the transcript paints it. Auto depth may stop drafting
+        # before the answer on a busy machine, so the drafted spans may be none.
         message = model.message(reply)
         assert (message.role, message.status) == ("assistant", "complete")
         assert message.content.strip() and message.content.strip() == result.text.strip()
         assert model.data(model.index(reply), Qt.ItemDataRole.DisplayRole) == message.content
-        assert model.state(reply).spans("answer"), "the demo's heads drafted part of the answer"
+        drafted_spans = model.state(reply).spans("answer")
         # The speed panel: the reply's final figures, as the engine sent them.
         panel, stats = window.stats_panel, result.stats
-        assert panel.last_snapshot == stats and stats.n_predicted > 0 and stats.n_drafted > 0
+        assert panel.last_snapshot == stats and stats.n_predicted > 0
         assert panel.now_value.text() == rate(stats.tokens_per_second)
         shown = panel.displayed_text().splitlines()
         assert f"Generated tokens: {count(stats.n_predicted)}" in shown
-        assert f"Drafted tokens: {count(stats.n_drafted)}" in shown
+        assert f"Acceptance: {percent(stats.acceptance)}" in shown
 
         screenshot_dir.mkdir(parents=True, exist_ok=True)
         path = screenshot_dir / f"main-{theme}.png"
         shot = window.grab()
         assert shot.save(str(path))
 
-        # The pixels: the tint behind drafted text exactly when it is on; a drawn panel whose head bars
-        # are filled in the accent colour (with no drafts accepted they are bare tracks).
+        # The pixels: the tint behind drafted text exactly when it is on and there is some; a drawn panel
+        # whose head bars are filled in the accent colour exactly when drafts were accepted.
         pixels, ratio = rgb_pixels(shot), shot.devicePixelRatio()
         tinted = count_colour(region(pixels, window, view.viewport(), ratio), view.delegate.theme.tint)
-        assert tinted > 500 if theme == "dark" else tinted == 0, tinted
+        tint_shown = theme == "dark" and bool(drafted_spans)
+        assert tinted > 100 if tint_shown else tinted == 0, tinted
         palette = panel.palette()
         assert drawn_fraction(region(pixels, window, panel, ratio), palette.color(panel.backgroundRole())) > 0.05
-        bars = region(pixels, window, panel.head_bars, ratio)
-        assert count_colour(bars, palette.color(QPalette.ColorRole.Highlight)) > 200
+        bar_fill = count_colour(
+            region(pixels, window, panel.head_bars, ratio), palette.color(QPalette.ColorRole.Highlight)
+        )
+        assert (bar_fill > 0) == (stats.n_accepted > 0), bar_fill
     finally:
         apply_theme(app, "light")

@@ -1,10 +1,11 @@
 """The chained-head MTP drafter: catch-up, draft, accept.
 
-Step 3.5/3.7 Flash carry three MTP heads; head k drafts token t+k+1 from the
-token before it and a hidden state (the trunk's for head 0, the previous head's
-after that). Every head is one decoder block with its own KV cache layer in the
-draft context, so each head must see every position the trunk has seen
-("catch-up"): token p paired with the trunk's pre-norm hidden state at p-1.
+Step 3.5/3.7 Flash carry three MTP heads, numbered here as in the README and the speed panel
+from 1: head k drafts the token k places after the last accepted one, from the token before
+it and a hidden state (the trunk's for head 1, the previous head's after that); in code the
+head index runs from 0, as llama.cpp's does. Every head is one decoder block with its own
+KV cache layer in the draft context, so each head must see every position the trunk has
+seen ("catch-up"): token p paired with the trunk's pre-norm hidden state at p-1.
 
 This follows llama.cpp's `common_speculative_impl_draft_mtp` (chain_heads mode).
 """

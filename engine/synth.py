@@ -212,18 +212,22 @@ class StepWeights:
     heads: list[MtpHead] = field(default_factory=list)
 
 
-def zero_block(
-    shape: StepShape, rng: np.random.Generator | None = None, scale: float = 0.0, *, layer: int = 0
-) -> Block:
-    """A decoder block that leaves the residual unchanged, or (with rng) writes to it.
+def zero_block(shape: StepShape, *, layer: int = 0) -> Block:
+    """A decoder block of zero weights: it leaves the residual unchanged. Zero weights cost the
+    same compute as any others, which benchmarks rely on. The block at trunk index `layer` of a
+    mixture-of-experts shape gets experts, with a zero router and selection bias that the caller
+    sets to route."""
+    return _block(shape, None, 0.0, layer)
 
-    With rng, attention and FFN (every expert, and the shared one) get random weights
-    whose outputs onto the residual (wo, down projections) have size about `scale`:
-    the text then depends on the context. The block at trunk index `layer` of a
-    mixture-of-experts shape gets experts, with a zero router and selection bias that
-    the caller sets to route. Zero weights cost the same compute as any others, which
-    benchmarks rely on.
-    """
+
+def random_block(shape: StepShape, rng: np.random.Generator, scale: float, *, layer: int = 0) -> Block:
+    """A decoder block that writes to the residual: attention and FFN (every expert, and the shared
+    one) get random weights whose outputs onto the residual (wo, down projections) have size about
+    `scale`, so the text depends on the context. Experts as in zero_block."""
+    return _block(shape, rng, scale, layer)
+
+
+def _block(shape: StepShape, rng: np.random.Generator | None, scale: float, layer: int) -> Block:
     e, hd = shape.n_embd, shape.head_dim
     q_dim, kv_dim = shape.n_head * hd, shape.n_head_kv * hd
 

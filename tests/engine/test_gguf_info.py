@@ -501,7 +501,7 @@ def measured_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return (rng.standard_normal((rows, cols)) * 0.02).astype(np.float32)
 
     def block() -> synth.Block:
-        return synth.zero_block(s, rng, 0.02)
+        return synth.random_block(s, rng, 0.02)
 
     ones = np.ones(s.n_embd, np.float32)
     heads = [

@@ -423,7 +423,7 @@ class TranscriptView(QListView):
 
     def dataChanged(self, topLeft: AnyIndex, bottomRight: AnyIndex, roles: Sequence[int] = ()) -> None:
         # Not QListView.dataChanged: Qt 6 answers every change with a relayout of every row (40 ms
-        # at 5,000 rows, 20 times a second while streaming). Repaint the rows, and let the settle
+        # at 5,000 rows, up to 10 times a second while streaming). Repaint the rows, and let the settle
         # relayout only when a row on screen changed height; rows off screen are measured when
         # scrolled to.
         rows = self.visualRect(topLeft).united(self.visualRect(bottomRight))

@@ -130,7 +130,7 @@ class _Ticking:
     other hook and would otherwise spin unchecked.
     """
 
-    __slots__ = ("_items", "_budget")
+    __slots__ = ("_budget", "_items")
 
     def __init__(self, items: Iterable[Any], budget: Budget) -> None:
         self._items = items

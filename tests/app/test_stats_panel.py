@@ -15,10 +15,12 @@ from pytestqt.qtbot import QtBot
 
 import engine.stats
 from app.theme import apply_theme
+from app.views.figures import DASH, count, percent, rate
 from app.views.speed_charts import SPARK_POINTS, HeadBars, Sparkline
 from app.views.stats_panel import PANEL_WIDTH, StatsPanel, reply_summary
 from engine.api import MTP_NOTE_TEXT, MtpNote, StatsSnapshot
 from engine.stats import ReplyStats
+from tests.app.pixels import count_colour, drawn_fraction, region, rgb_pixels
 
 # Drafts accepted per step at depth 3, repeated: head 1 accepts 8/10, head 2 6/10, head 3 3/10.
 PATTERN = (3, 1, 2, 0, 3, 2, 3, 1, 0, 2)
@@ -378,7 +380,7 @@ def test_screenshot_mid_generation(qtbot: QtBot, clock: Clock, themed: str, scre
     # Runs of easy text (most drafts accepted) and harder text, so the rate now rises and falls.
     accepted = [(3, 3, 2, 3)[i % 4] if (i // 40) % 2 else PATTERN[i % 10] for i in range(240)]
     durations = [0.045 + 0.01 * math.sin(i / 9) for i in range(240)]
-    generate(panel, clock, new_stats(clock), accepted, step_s=durations)
+    final = generate(panel, clock, new_stats(clock), accepted, step_s=durations)
     panel.resize(PANEL_WIDTH, panel.sizeHint().height())
     panel.show()
     qtbot.waitExposed(panel)
@@ -394,4 +396,16 @@ def test_screenshot_mid_generation(qtbot: QtBot, clock: Clock, themed: str, scre
     panel.render(pixmap)
     path = screenshot_dir / f"stats-panel-{theme}.png"
     assert pixmap.save(str(path))
-    assert path.stat().st_size > 0
+
+    # What the shot shows: the reply's figures as the labels hold them, and in the pixels a drawn
+    # panel, the sparkline's accent line and the head bars' accent fill.
+    assert panel.last_snapshot == final and panel.is_live()
+    shown = panel.displayed_text().splitlines()
+    assert f"Generated tokens: {count(final.n_predicted)}" in shown and final.n_predicted > 240
+    assert f"Acceptance: {percent(final.acceptance)}" in shown and final.acceptance
+    assert panel.now_value.text() == rate(final.window_tokens_per_second) != DASH
+    pixels, palette = rgb_pixels(pixmap), panel.palette()
+    accent = palette.color(QPalette.ColorRole.Highlight)
+    assert drawn_fraction(pixels, palette.color(panel.backgroundRole())) > 0.05
+    assert count_colour(region(pixels, panel, panel.sparkline, 2), accent) > 200
+    assert count_colour(region(pixels, panel, panel.head_bars, 2), accent) > 2000

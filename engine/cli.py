@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine import about, options
+from engine import about, options, vision
 from engine.api import (
     AUTO,
     DEMO_NAME,
@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_inspect.add_argument("model", help=f"GGUF file, or '{DEMO_NAME}'")
     model_args(p_inspect, required=False)
+    p_inspect.add_argument(
+        "--mmproj",
+        type=Path,
+        metavar="FILE",
+        help="a vision projector to check against the model and count in its memory (default: none)",
+    )
     p_inspect.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     def run_args(p: argparse.ArgumentParser) -> None:
@@ -147,6 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: raw mode, see above)",
     )
     p_gen.add_argument("--system", help="system prompt (with --chat; default: none)")
+    p_gen.add_argument(
+        "--image",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a picture (PNG, JPEG, GIF or BMP) for the model to read before the prompt, repeatable; "
+        "with --chat and a vision projector (default: none)",
+    )
+    p_gen.add_argument(
+        "--mmproj",
+        type=Path,
+        metavar="FILE",
+        help="the model's vision projector (mmproj GGUF) for --image (default: the mmproj*.gguf beside the "
+        "model, when there is one)",
+    )
     p_gen.add_argument("--max-tokens", type=options.positive_int, default=256, help=options.MAX_TOKENS_HELP)
     p_gen.add_argument("--mtp-depth", type=options.depth, default=AUTO, help=options.MTP_DEPTH_HELP)
     draft_args(p_gen)
@@ -406,6 +428,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     _mtp_unused_note(info)
     n_ctx = _context(args.ctx, info)
     data = info_json(info, n_ctx)
+    if args.mmproj:
+        projector = _checked_projector(args.mmproj, info)
+        data["mmproj"] = str(projector.path)
+        data["projector"] = projector_json(projector)
+        data["estimated_memory_bytes"] += vision.projector_memory(projector, info.n_embd)
     if args.json:
         print(json.dumps(data))
         return 0
@@ -427,7 +454,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  MTP heads       {info.n_mtp_heads} ({heads})")
     print(f"  chat template   {'yes' if info.has_chat_template else 'no'}")
     if data["mmproj"]:
-        print(f"  vision file     {Path(data['mmproj']).name} (beside the model)")
+        how = "given; it fits the model" if args.mmproj else "beside the model"
+        print(f"  vision file     {Path(data['mmproj']).name} ({how})")
     print(f"  memory needed   {format_bytes(data['estimated_memory_bytes'])} at a context of {n_ctx:,} tokens")
     return 0
 
@@ -449,6 +477,32 @@ def _inspect_projector(path: Path, as_json: bool) -> int:
     return 0
 
 
+def _checked_projector(path: Path, info: ModelInfo) -> ProjectorInfo:
+    """An --mmproj file read and checked against the model."""
+    try:
+        projector = inspect_projector(path)
+        vision.check_projector(projector, info)
+    except (ModelFileError, vision.ImageError) as exc:
+        raise CliError(str(exc)) from exc
+    return projector
+
+
+def _projector_path(args: argparse.Namespace, info: ModelInfo) -> Path | None:
+    """--mmproj, or with --image the projector beside the model (with a note)."""
+    if getattr(args, "mmproj", None) is not None:
+        return Path(args.mmproj)
+    if not getattr(args, "image", None):
+        return None
+    found = projector_beside(info.path)
+    if found is None:
+        raise CliError(
+            "--image needs the model's vision projector: give --mmproj FILE "
+            f"(no mmproj*.gguf is beside {info.path.name})"
+        )
+    _note(f"reading pictures with {found.name}, the vision projector beside the model")
+    return found
+
+
 def _load(args: argparse.Namespace) -> Runtime:
     path = _model_path(args.model)
     try:
@@ -456,7 +510,13 @@ def _load(args: argparse.Namespace) -> Runtime:
         info = inspect_model(path, args.mtp_model)
         n_ctx = _context(args.ctx, info)
         options = LoadOptions(n_ctx=n_ctx, n_threads=args.threads or 0, n_gpu_layers=args.gpu_layers)
-        runtime = Runtime.load(path, args.mtp_model, options, check_memory=not args.ignore_memory_check)
+        runtime = Runtime.load(
+            path,
+            args.mtp_model,
+            options,
+            check_memory=not args.ignore_memory_check,
+            projector=_projector_path(args, info),
+        )
     except NotEnoughMemory as exc:
         raise CliError(f"{exc}; close other programs, lower --ctx, or pass --ignore-memory-check") from exc
     except (ModelFileError, ModelLoadError) as exc:
@@ -480,6 +540,8 @@ def reply_json(reply: Reply, chat: bool, runtime: Runtime) -> dict[str, Any]:
     if chat:
         data["reasoning"] = reply.reasoning
     data.update(reply.stats.snapshot().to_json())
+    data["n_image_tokens"] = reply.stats.n_image_tokens
+    data["image_encode_seconds"] = reply.stats.image_encode_seconds
     # The context the reply may fill (context_full fires there), and the cache llama.cpp rounded it up to.
     data["ctx"] = runtime.n_ctx
     data["ctx_allocated"] = runtime.n_ctx_allocated
@@ -496,18 +558,32 @@ def cmd_generate(args: argparse.Namespace) -> int:
         prompt_text = args.prompt
     if args.system is not None and not args.chat:
         raise CliError("--system needs --chat (a system prompt only exists in a chat)")
+    if args.image and not args.chat:
+        raise CliError("--image needs --chat (pictures go into a chat message)")
+    try:
+        images = [vision.ImageInput.from_file(p) for p in args.image]  # checked before the model loads
+    except vision.ImageError as exc:
+        raise CliError(str(exc)) from exc
     runtime = _load(args)
     try:
         starts_in_reasoning: bool | None = None
         if args.chat:
+            content: str | list[dict[str, Any]] = prompt_text
+            if images:
+                content = [*map(vision.image_item, images), {"type": "text", "text": prompt_text}]
             messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
-                {"role": "user", "content": prompt_text}
+                {"role": "user", "content": content}
             ]
-            prompt = runtime.chat_prompt(messages)
+            try:
+                prompt = runtime.chat_prompt(messages)
+            except vision.ImageError as exc:
+                raise CliError(str(exc)) from exc
+            pictures = prompt.images
             if prompt.warning:
                 _note(prompt.warning)
             tokens, starts_in_reasoning = prompt.tokens, prompt.starts_in_reasoning
         else:
+            pictures = ()
             tokens = runtime.tokenize(prompt_text)
         _check_fits(runtime, len(tokens), args.ctx is not None)
         sampler = SamplerParams(
@@ -529,7 +605,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         )
         on_delta = None if args.json else _stream_to_terminal()
         try:
-            reply = runtime.generate(tokens, params, starts_in_reasoning=starts_in_reasoning, on_delta=on_delta)
+            reply = runtime.generate(
+                tokens, params, starts_in_reasoning=starts_in_reasoning, on_delta=on_delta, images=pictures
+            )
         except PromptTooLong as exc:
             raise CliError(f"{exc}; raise --ctx or shorten the prompt") from exc
         if args.json:

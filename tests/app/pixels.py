@@ -18,11 +18,15 @@ def rgb_pixels(image: QImage | QPixmap) -> Pixels:
     return rows[:, : rgb.width() * 3].reshape(rgb.height(), rgb.width(), 3).copy()
 
 
+def box(pixels: Pixels, rect: QRect, ratio: float = 1.0) -> Pixels:
+    """The pixels of `rect` (in the shot widget's coordinates) in a shot taken at `ratio`."""
+    top, left = round(rect.top() * ratio), round(rect.left() * ratio)
+    return pixels[top : top + round(rect.height() * ratio), left : left + round(rect.width() * ratio)]
+
+
 def region(pixels: Pixels, shot_of: QWidget, part: QWidget, ratio: float = 1.0) -> Pixels:
     """The pixels of `part` (a descendant of `shot_of`) in a shot of `shot_of` taken at `ratio`."""
-    box = QRect(part.mapTo(shot_of, QPoint(0, 0)), part.size())
-    top, left = round(box.top() * ratio), round(box.left() * ratio)
-    return pixels[top : top + round(box.height() * ratio), left : left + round(box.width() * ratio)]
+    return box(pixels, QRect(part.mapTo(shot_of, QPoint(0, 0)), part.size()), ratio)
 
 
 def count_colour(pixels: Pixels, colour: QColor, tolerance: int = 2) -> int:

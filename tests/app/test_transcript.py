@@ -27,6 +27,7 @@ from app.views.transcript import (
     TranscriptView,
     thought_duration,
 )
+from tests.app.pixels import box, count_colour, drawn_fraction, rgb_pixels
 
 WORDS = ["the", "model", "drafts", "tokens", "ahead", "and", "the", "trunk", "verifies", "them", "in", "one", "pass"]
 CODE_ANSWER = """Here is a **fast** way to reverse a string:
@@ -698,4 +699,19 @@ def test_screenshot(qtbot: QtBot, theme: str, palette_factory: Any, screenshot_d
     view.render(pixmap)
     path = screenshot_dir / f"transcript-{theme}.png"
     assert pixmap.save(str(path))
-    assert path.stat().st_size > 0
+
+    # What the shot shows: the messages and summary lines as the model holds them, and in the pixels
+    # each row drawn, the questions in their bubbles and the answer's code block on its background.
+    assert model.data(model.index(1), Qt.ItemDataRole.DisplayRole) == SHOT_ANSWER
+    assert [model.data(model.index(row), TranscriptModel.SummaryRole) for row in (1, 3)] == [
+        "96 tokens · 41.8 tok/s · MTP depth 3 · 72% accepted (64/89) · first token 210 ms",
+        "18 tokens · 39.5 tok/s · MTP depth 3 · 69% accepted (11/16) · first token 190 ms",
+    ]
+    colours, pixels = view.delegate.theme, rgb_pixels(pixmap)
+    offset = view.viewport().mapTo(view, QPoint(0, 0))
+    rows = [box(pixels, view.visualRect(model.index(row)).translated(offset), 2) for row in range(4)]
+    assert all(drawn_fraction(row, colours.base) > 0.02 for row in rows)
+    bubble = [count_colour(row, colours.bubble, tolerance=0) for row in rows]
+    assert [n > 5000 for n in bubble] == [True, False, True, False], bubble
+    code = [count_colour(row, colours.code_bg, tolerance=0) for row in rows]
+    assert [n > 10_000 for n in code] == [False, True, False, False], code

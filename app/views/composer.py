@@ -73,12 +73,13 @@ class Composer(QWidget):
         row.addWidget(self.edit, 1)
         row.addLayout(buttons)
 
-        self.edit.sig_submit.connect(self._submit)
+        self.edit.sig_submit.connect(self.submit)
         self.edit.sig_image_dropped.connect(self.sig_image_dropped)
-        self.send_button.clicked.connect(self._submit)
+        self.send_button.clicked.connect(self.submit)
         self.stop_button.clicked.connect(self.sig_stop)
 
-    def _submit(self) -> None:
+    def submit(self) -> None:
+        """Send the text, when there is some and Send is offered (not while a reply runs)."""
         text = self.edit.toPlainText().strip()
         if text and self.send_button.isVisible() and self.send_button.isEnabled():
             self.sig_send.emit(text)

@@ -1,14 +1,22 @@
-"""The main window: layout, menus, shortcuts. It holds widgets and actions; the controller acts on them."""
+"""The main window: layout, menus, shortcuts.
+
+What the user asks for leaves as the window's own signals (its menus, buttons, sidebar and
+transcript gathered in one place); what the controller shows comes in through its methods. The
+controller never reaches into the widgets, except the transcript's model, which it fills.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
+from collections.abc import Sequence
+
+from PySide6.QtCore import QByteArray, QSettings, Qt, Signal, SignalInstance
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSplitter,
@@ -19,9 +27,10 @@ from PySide6.QtWidgets import (
 from app.resources import icon
 from app.views.composer import Composer
 from app.views.header import ContextMeter, ElidedLabel
-from app.views.sidebar import Sidebar
+from app.views.sidebar import ConversationLike, Sidebar
 from app.views.stats_panel import StatsPanel
 from app.views.transcript import TranscriptModel, TranscriptView
+from engine.api import StatsSnapshot
 
 
 class NoticeBar(QFrame):
@@ -60,6 +69,52 @@ class NoticeBar(QFrame):
 class MainWindow(QMainWindow):
     sig_close_requested = Signal()
     """no arguments: the user closed the window; the controller shuts the engine down, then allows it"""
+    sig_send = Signal(str)
+    """text: the message to send (the composer's Send, Ctrl+Return)"""
+    sig_stop = Signal()
+    """no arguments: stop the reply or the load (the composer's Stop, Esc)"""
+    sig_image_dropped = Signal()
+    """no arguments: a picture was dropped on the composer"""
+    sig_new_chat = Signal()
+    """no arguments: start a new conversation (menu, shortcut or sidebar)"""
+    sig_choose_model = Signal()
+    """no arguments: open the model picker (menu, shortcut or the header's button)"""
+    sig_cancel_load = Signal()
+    """no arguments: the status bar's Cancel while a model loads"""
+    sig_open_settings = Signal()
+    """no arguments: open the settings dialog"""
+    sig_import = Signal()
+    """no arguments: import a conversation from a file"""
+    sig_export = Signal(object, str)
+    """conversation id (None: the open one), format ("md" or "json"): export it to a file"""
+    sig_rename = Signal(object)
+    """conversation id (None: the open one): ask for a new title"""
+    sig_delete = Signal(int)
+    """conversation id: delete it (after asking)"""
+    sig_conversation_selected = Signal(int)
+    """conversation id: open it"""
+    sig_search = Signal(str)
+    """text: filter the conversation list ("" shows all)"""
+    sig_edit_system_prompt = Signal()
+    """no arguments: edit the open conversation's system prompt"""
+    sig_tint_toggled = Signal(bool)
+    """on: the user switched the draft tint on or off"""
+    sig_open_log_folder = Signal()
+    """no arguments: show the log folder"""
+    sig_regenerate_last = Signal()
+    """no arguments: regenerate the last reply (the header's button)"""
+    sig_regenerate = Signal(int)
+    """row: regenerate this reply"""
+    sig_edit = Signal(int)
+    """row: edit this message and resend it"""
+    sig_copy_message = Signal(int)
+    """row: copy this message's text"""
+    sig_copy_text = Signal(str)
+    """text: a code block's Copy button"""
+    sig_notice_primary = Signal()
+    """no arguments: the notice's first button was clicked (the notice has hidden itself)"""
+    sig_notice_secondary = Signal()
+    """no arguments: the notice's second button was clicked (the notice has hidden itself)"""
 
     def __init__(self) -> None:
         super().__init__()
@@ -130,6 +185,7 @@ class MainWindow(QMainWindow):
         self.set_loading(False)
 
         self._build_actions()
+        self._relay_requests()
         self.resize(1240, 800)
 
     def _action(
@@ -188,6 +244,116 @@ class MainWindow(QMainWindow):
         help_menu.addAction(self.act_about)
         self.act_stats.toggled.connect(self.stats_panel.setVisible)
 
+    def _relay_requests(self) -> None:
+        """Each thing the user can ask for, from whichever widget, leaves as one of the window's signals."""
+        composer, sidebar, transcript = self.composer, self.sidebar, self.transcript
+        composer.sig_send.connect(self.sig_send)
+        composer.sig_stop.connect(self.sig_stop)
+        composer.sig_image_dropped.connect(self.sig_image_dropped)
+        self.act_send.triggered.connect(composer.submit)
+        self.act_stop.triggered.connect(self.sig_stop.emit)
+        self.act_focus.triggered.connect(self.focus_composer)
+        self.act_quit.triggered.connect(self.close)
+        self.act_about.triggered.connect(self._about)
+        self.act_new.triggered.connect(self.sig_new_chat.emit)
+        sidebar.sig_new.connect(self.sig_new_chat)
+        self.act_open_model.triggered.connect(self.sig_choose_model.emit)
+        self.model_button.clicked.connect(self.sig_choose_model.emit)
+        self.load_cancel.clicked.connect(self.sig_cancel_load.emit)
+        self.act_settings.triggered.connect(self.sig_open_settings.emit)
+        self.act_import.triggered.connect(self.sig_import.emit)
+        self.act_export_md.triggered.connect(lambda: self.sig_export.emit(None, "md"))
+        self.act_export_json.triggered.connect(lambda: self.sig_export.emit(None, "json"))
+        sidebar.sig_export.connect(lambda conversation_id: self.sig_export.emit(conversation_id, "md"))
+        self.act_rename.triggered.connect(lambda: self.sig_rename.emit(None))
+        sidebar.sig_rename.connect(lambda conversation_id: self.sig_rename.emit(conversation_id))
+        sidebar.sig_delete.connect(self.sig_delete)
+        sidebar.sig_selected.connect(self.sig_conversation_selected)
+        sidebar.sig_search.connect(self.sig_search)
+        self.act_system_prompt.triggered.connect(self.sig_edit_system_prompt.emit)
+        self.act_tint.toggled.connect(self._on_tint_toggled)
+        self.act_log_folder.triggered.connect(self.sig_open_log_folder.emit)
+        self.regenerate_button.clicked.connect(self.sig_regenerate_last.emit)
+        transcript.sig_regenerate_requested.connect(self.sig_regenerate)
+        transcript.sig_edit_requested.connect(self.sig_edit)
+        transcript.sig_copy_requested.connect(self.sig_copy_message)
+        transcript.sig_copy_text_requested.connect(self.sig_copy_text)
+        self.notice.primary.clicked.connect(lambda: self._notice_clicked(self.sig_notice_primary))
+        self.notice.secondary.clicked.connect(lambda: self._notice_clicked(self.sig_notice_secondary))
+
+    def _on_tint_toggled(self, on: bool) -> None:
+        self.transcript.set_tint_drafts(on)
+        self.sig_tint_toggled.emit(on)
+
+    def _notice_clicked(self, signal: SignalInstance) -> None:
+        self.notice.hide()
+        signal.emit()
+
+    def _about(self) -> None:
+        QMessageBox.about(
+            self,
+            "About Stride",
+            "Stride: offline chat with Step 3.5/3.7 Flash, faster with multi-token prediction.",
+        )
+
+    # What the controller shows ------------------------------------------------------------
+
+    def show_status(self, text: str) -> None:
+        """The status bar's message ("" clears it)."""
+        self.status_label.setText(text)
+
+    def show_notice(self, text: str, primary: str = "", secondary: str = "") -> None:
+        """The notice above the composer, with buttons captioned primary and secondary ("" none)."""
+        self.notice.show_message(text, primary, secondary)
+
+    def hide_notice(self) -> None:
+        self.notice.hide()
+
+    def focus_composer(self) -> None:
+        self.composer.edit.setFocus()
+
+    def set_ready(self, ready: bool) -> None:
+        """Whether a model is loaded, so that Send can send."""
+        self.composer.set_ready(ready)
+
+    def clear_composer(self) -> None:
+        self.composer.clear()
+
+    def set_composer_text(self, text: str) -> None:
+        self.composer.set_text(text)
+
+    def show_conversations(self, items: Sequence[ConversationLike], current: int | None) -> None:
+        """The sidebar's list, newest first, with the open conversation selected."""
+        self.sidebar.set_conversations(items, current)
+
+    def scroll_to_latest(self) -> None:
+        self.transcript.scrollToBottom()
+
+    def follow_stream(self) -> None:
+        """Streamed text arrived: keep the latest line in view, unless the reader scrolled up."""
+        self.transcript.scroll_to_bottom_if_following()
+
+    def set_tint_drafts(self, on: bool) -> None:
+        """Tint drafted text (the View menu's check mark follows)."""
+        self.act_tint.setChecked(on)
+        self.transcript.set_tint_drafts(on)
+
+    def show_heads(self, n_heads: int, reason: str | None) -> None:
+        """The loaded model's MTP heads in the speed panel; reason: why MTP is off, when it is."""
+        self.stats_panel.set_model(n_heads, reason)
+
+    def start_stats(self, n_heads: int) -> None:
+        """A reply starts: the speed panel's figures go back to "–"."""
+        self.stats_panel.reset(n_heads)
+
+    def show_stats(self, snapshot: StatsSnapshot) -> None:
+        """The running reply's figures, live."""
+        self.stats_panel.update_stats(snapshot)
+
+    def finish_stats(self, snapshot: StatsSnapshot | None) -> None:
+        """The reply ended; snapshot: its final figures, when it has them."""
+        self.stats_panel.finish(snapshot)
+
     # Display helpers (layout only) -----------------------------------------------------
 
     def set_loading(self, loading: bool, fraction: float = 0.0, stage: str = "") -> None:
@@ -214,9 +380,14 @@ class MainWindow(QMainWindow):
         self.context_meter.set_values(min(used, total), total)
 
     def set_prompt_progress(self, done: int, total: int) -> None:
+        """How much of the prompt is read, above the composer and in the speed panel."""
         self.prompt_progress.setVisible(done < total)
         self.prompt_progress.setRange(0, max(total, 1))
         self.prompt_progress.setValue(done)
+        self.stats_panel.set_prompt_progress(done, total)
+
+    def hide_prompt_progress(self) -> None:
+        self.prompt_progress.hide()
 
     # Geometry is remembered in QSettings: window state is not a user setting.
 

@@ -18,6 +18,7 @@ from app.settings import LoadResult, Settings, SettingsError, save_settings
 from app.store import ConversationStore, StoreError
 from app.views.error_dialog import show_error
 from app.views.main_window import MainWindow
+from engine.api import StatsSnapshot
 from engine.qt_worker import EngineClient, LoadedModel
 
 log = logging.getLogger("stride.controller")
@@ -54,6 +55,18 @@ class ActiveReply:
             self.thought_seconds = time.monotonic() - self.started
         self.buffer.append(kind, text, from_draft)
         self.dirty = True
+
+    def fields(self, status: str | None, stats: StatsSnapshot | None) -> dict[str, Any]:
+        """The message fields this reply writes, to the database and to its row: the text so far and,
+        when it ends, its status and figures (None: left as they are)."""
+        return {
+            "content": self.buffer.content,
+            "reasoning": self.buffer.reasoning,
+            "status": status,
+            "stats": stats,
+            "draft_spans": self.buffer.draft_spans(),
+            "thought_seconds": self.thought_seconds,
+        }
 
 
 class ControllerBase(QObject):

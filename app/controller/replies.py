@@ -135,18 +135,7 @@ class RepliesPart(ConversationsPart):
         quiet: bool = False,
     ) -> None:
         """Write the reply's text so far (and, when it ends, its status and figures) to the database."""
-        self._guard(
-            lambda: self.store.update_message(
-                active.message_id,
-                content=active.buffer.content,
-                reasoning=active.buffer.reasoning,
-                status=status,
-                stats=stats,
-                draft_spans=active.buffer.draft_spans(),
-                thought_seconds=active.thought_seconds,
-            ),
-            quiet=quiet,
-        )
+        self._guard(lambda: self.store.update_message(active.message_id, **active.fields(status, stats)), quiet=quiet)
 
     def _on_finished(self, request_id: int, result: ReplyResult) -> None:
         active = self.active
@@ -192,15 +181,7 @@ class RepliesPart(ConversationsPart):
         if active.conversation_id == self.conversation_id:
             row = w.transcript_model.row_of(active.message_id)
             if row is not None:
-                final = replace(
-                    cast(Message, w.transcript_model.message(row)),
-                    content=active.buffer.content,
-                    reasoning=active.buffer.reasoning,
-                    status=status,
-                    stats=stats,
-                    draft_spans=active.buffer.draft_spans(),
-                    thought_seconds=active.thought_seconds,
-                )
+                final = replace(cast(Message, w.transcript_model.message(row)), **active.fields(status, stats))
                 w.transcript_model.update_message(row, final)
                 if stats:
                     w.transcript_model.set_summary(row, reply_summary(stats))

@@ -260,6 +260,9 @@ class Generator:
             raise ValueError("empty prompt")
         if any(image.start + image.n_tokens >= len(prompt) for image in images):
             raise ValueError("a prompt must end with text after its pictures")
+        if sum(1 for token in prompt if token < 0) != sum(image.n_tokens for image in images):
+            # llama.cpp would abort on a negative token id
+            raise ValueError("the prompt holds picture placeholders without their pictures (pass ChatPrompt.images)")
         n_ctx = self.target.n_ctx
         if len(prompt) >= n_ctx:
             raise PromptTooLong(f"the prompt is {len(prompt)} tokens but the context holds {n_ctx}")

@@ -30,6 +30,7 @@ PROJECTOR_TYPES = ("step3vl",)  # the projectors of Step 3.x vision models in cl
 # llama.cpp decodes the whole file before scaling it to 3024 px: above this it would need
 # gigabytes (RGB plus the decoder's own buffers), so such a picture is refused, not decoded.
 MAX_PIXELS = 64_000_000
+MAX_FILE_BYTES = 256 * 2**20  # a file larger than an uncompressed MAX_PIXELS picture is not read at all
 LONGEST_EDGE = 3024  # step3vl scales larger pictures down to this
 SLICE = 504  # step3vl's crop size
 
@@ -50,6 +51,12 @@ class ImageInput:
     @classmethod
     def from_file(cls, path: Path) -> ImageInput:
         try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise ImageError(
+                    f"{path.name} is {size / 2**20:.0f} MiB, more than Stride reads for a picture "
+                    f"({MAX_FILE_BYTES // 2**20} MiB); save it smaller (the model sees at most {LONGEST_EDGE} px)"
+                )
             data = path.read_bytes()
         except FileNotFoundError:
             raise ImageError(f"{path}: no such file") from None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from engine import vision
-from engine.api import GenerationParams, LoadOptions, ModelLoadError
+from engine.api import GenerationParams, LoadOptions, ModelFileError, ModelLoadError
 from engine.generate import Reply
 from engine.gguf import inspect_projector
 from engine.runtime import Runtime
@@ -89,13 +89,42 @@ def test_greedy_output_is_the_same_at_every_depth_on_a_conversation_with_picture
             assert reply.stats.n_accepted > 0
 
 
-def test_heads_are_given_every_picture_position(runtime: Runtime) -> None:
+def test_heads_are_given_every_picture_position(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """What Stride chose for MTP after pictures: the heads see <im_patch> with the trunk's hidden rows at a
-    picture's positions (no hole in their cache), so drafting goes on from the first text token after it."""
-    reply_to(runtime, [ask(picture(vf.RED), "hi")], depth=3)
+    picture's positions (no hole in their cache, unlike llama.cpp's draft-mtp, which skips embedding
+    batches), so the first text token after a picture pairs with the trunk's row at its last position."""
     drafter = runtime.generator.drafter
     assert drafter is not None
+    given: list[tuple[list[int], int, np.ndarray]] = []
+    catch_up = drafter.catch_up
+
+    def recording(tokens: list[int], pos0: int, hidden: np.ndarray) -> None:
+        given.append((list(tokens), pos0, hidden.copy()))
+        catch_up(tokens, pos0, hidden)
+
+    monkeypatch.setattr(drafter, "catch_up", recording)
+    runtime.generator.reset()
+    prompt = runtime.chat_prompt([ask("look:", picture(vf.RED), "and say")])
+    runtime.generate(prompt.tokens, GenerationParams(max_tokens=4, mtp_depth=3), images=prompt.images)
+    positions = [p for tokens, pos0, _ in given for p in range(pos0, pos0 + len(tokens))]
+    assert positions == list(range(len(prompt.tokens) - 1))  # every prompt position but the last, in order
+    heads_saw = [t for tokens, _, _ in given for t in tokens]
+    image = prompt.images[0]
+    im_patch = runtime.model.tokenize("<im_patch>", add_special=False, parse_special=True)
+    assert heads_saw[image.start : image.start + image.n_tokens] == im_patch * image.n_tokens
+    assert all(t >= 0 for t in heads_saw)
+    rows = np.concatenate([hidden for _, _, hidden in given])
+    # The trunk's rows at the picture's positions carry the picture (its marker dimension), and they are
+    # what the heads were given there.
+    assert np.all(rows[image.start : image.start + image.n_tokens, vf.MARKER_DIM] > 0)
+    assert np.all(rows[: image.start, vf.MARKER_DIM] == 0)
     assert drafter.confirmed_upto == len(runtime.generator.cached)
+
+
+def test_placeholders_without_their_pictures_are_refused(runtime: Runtime) -> None:
+    prompt = runtime.chat_prompt([ask(picture(vf.RED), "?")])
+    with pytest.raises(ValueError, match="placeholders without their pictures"):
+        runtime.generate(prompt.tokens, GenerationParams(max_tokens=2))
 
 
 def test_a_later_turn_reuses_the_cache_up_to_its_pictures(runtime: Runtime) -> None:
@@ -182,11 +211,19 @@ def test_bad_pictures_are_refused_before_llama_cpp(tmp_path: Path, data: bytes, 
     assert "\n" not in str(caught.value)
 
 
+def test_a_file_too_large_to_be_a_picture_is_not_read(tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    with big.open("wb") as f:
+        f.truncate(300 * 2**20)  # sparse: no disk used
+    with pytest.raises(vision.ImageError, match=r"big\.png is 300 MiB, more than Stride reads"):
+        vision.ImageInput.from_file(big)
+
+
 def test_a_damaged_picture_that_looks_whole_is_named(runtime: Runtime) -> None:
     good = vf.png_bytes(vf.solid(vf.RED))
     idat = good.index(b"IDAT") + 4
     broken = good[:idat] + bytes(64) + good[idat + 64 :]  # header and end intact, pixels garbage
-    with pytest.raises(vision.ImageError, match="broken.png could not be decoded"):
+    with pytest.raises(vision.ImageError, match=r"broken\.png could not be decoded"):
         runtime.chat_prompt([ask(vision.ImageInput(broken, "broken.png"), "?")])
 
 
@@ -196,15 +233,15 @@ def test_a_damaged_picture_that_looks_whole_is_named(runtime: Runtime) -> None:
 def test_a_projector_for_another_model_is_refused(vision_pair: VisionPair, tmp_path: Path) -> None:  # noqa: F811
     options = LoadOptions(n_ctx=512, n_threads=2)
     narrow = vf.build_projector(tmp_path / "mmproj-narrow.gguf", n_embd_out=256)
-    with pytest.raises(ModelLoadError, match="256 wide but vlm.gguf is 512 wide"):
+    with pytest.raises(ModelLoadError, match=r"256 wide but vlm\.gguf is 512 wide"):
         Runtime.load(vision_pair.model, None, options, projector=narrow)
     other = header_only_projector(tmp_path / "mmproj-qwen.gguf", n_embd_out=512, projector_type="qwen2vl")
     with pytest.raises(ModelLoadError, match="'qwen2vl' projector, not one for Step models"):
         Runtime.load(vision_pair.model, None, options, projector=other)
     text_only = builders.tiny(tmp_path / "text-only.gguf", n_embd=512)
-    with pytest.raises(ModelLoadError, match="text-only.gguf has no <im_start>, .* tokens: it cannot read pictures"):
+    with pytest.raises(ModelLoadError, match=r"text-only\.gguf has no <im_start>, .* tokens: it cannot read pictures"):
         Runtime.load(text_only, None, options, projector=vision_pair.projector)
-    with pytest.raises(Exception, match="is not a vision projector"):
+    with pytest.raises(ModelFileError, match="is not a vision projector"):
         Runtime.load(vision_pair.model, None, options, projector=vision_pair.model)
 
 

@@ -25,10 +25,7 @@ from app.engine_calls import (
     inspect_projector,
     projector_beside,
 )
-from app.model_files import (
-    ModelChoice,
-    engine_paths,
-)
+from app.model_files import ModelChoice, engine_paths
 from engine.api import DEMO_NAME, ErrorKind, ModelFileError
 
 

@@ -1,15 +1,11 @@
 """What the model picker says about a model: its size, MTP heads, parts, vision projector and
-memory verdict, as sentences. No Qt here."""
+memory verdict, as sentences; no widgets here."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from app.engine_calls import (
-    ModelInfo,
-    ProjectorInfo,
-    Verdict,
-)
+from app.engine_calls import ModelInfo, ProjectorInfo, Verdict
 from engine.api import format_bytes
 
 _VERDICT_WORDS: dict[Verdict, tuple[str, str]] = {

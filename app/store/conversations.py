@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from app.store.records import (
 )
 from engine.api import StatsSnapshot
 
+INSERT_MESSAGE = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 SNIPPET_BEFORE, SNIPPET_AFTER = 40, 80  # characters of context around a search hit
 FTS_MIN_CHARS = 3  # trigram queries shorter than this match nothing; those use LIKE instead
 
@@ -219,37 +221,16 @@ class ConversationStore:
         check_choice("role", role, ROLES)
         check_choice("status", status, STATUSES)
         now = time.time()
+        message = Message(
+            0, conversation_id, role, content, reasoning, status, now, thought_seconds, stats, draft_spans
+        )
         with self._transaction() as conn:
             bumped = conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
             if bumped.rowcount == 0:
                 raise self._missing_conversation(conversation_id)
-            cursor = conn.execute(
-                f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    conversation_id,
-                    role,
-                    content,
-                    reasoning,
-                    status,
-                    now,
-                    thought_seconds,
-                    dumps(None if stats is None else stats.to_json()),
-                    dumps(draft_spans),
-                ),
-            )
+            cursor = conn.execute(INSERT_MESSAGE, _values(message))
         assert cursor.lastrowid is not None
-        return Message(
-            cursor.lastrowid,
-            conversation_id,
-            role,
-            content,
-            reasoning,
-            status,
-            now,
-            thought_seconds,
-            stats,
-            draft_spans,
-        )
+        return replace(message, id=cursor.lastrowid)
 
     def update_message(
         self,
@@ -316,7 +297,7 @@ class ConversationStore:
             )
             conversation_id = cursor.lastrowid
             conn.executemany(
-                f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                INSERT_MESSAGE,
                 (
                     (
                         conversation_id,
@@ -336,6 +317,22 @@ class ConversationStore:
         return Conversation(
             conversation_id, conversation["title"], conversation["system_prompt"], conversation["created_at"], now
         )
+
+
+def _values(message: Message) -> tuple[Any, ...]:
+    """A message's columns after its id, as INSERT_MESSAGE takes them."""
+    stats = None if message.stats is None else message.stats.to_json()
+    return (
+        message.conversation_id,
+        message.role,
+        message.content,
+        message.reasoning,
+        message.status,
+        message.created_at,
+        message.thought_seconds,
+        dumps(stats),
+        dumps(message.draft_spans),
+    )
 
 
 def _like_pattern(text: str) -> str:

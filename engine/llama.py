@@ -564,9 +564,19 @@ class Projector:
         self.model = model
         self.marker = marker
         self.n_embd = int(llama_cpp.llama_model_n_embd_inp(model.ptr))  # the rows mtmd gives: input width
-        if not mtmd_cpp.mtmd_support_vision(ptr) or mtmd_cpp.mtmd_decode_use_mrope(ptr):
+        # Pictures are decoded as plain causal embedding batches, split at n_batch like text.
+        unsupported = (
+            "has no vision encoder"
+            if not mtmd_cpp.mtmd_support_vision(ptr)
+            else "needs M-RoPE positions"
+            if mtmd_cpp.mtmd_decode_use_mrope(ptr)
+            else "needs non-causal attention over a picture"
+            if mtmd_cpp.mtmd_decode_use_non_causal(ptr, None)
+            else None
+        )
+        if unsupported:
             self.close()
-            raise LlamaError(f"{path.name} is not a vision projector Stride can run (it needs M-RoPE or has no vision)")
+            raise LlamaError(f"{path.name} is a vision projector Stride cannot run: it {unsupported}")
 
     def close(self) -> None:
         if self.ptr:

@@ -259,13 +259,15 @@ class Vision:
     def __init__(self, path: Path, model: Model, info: ModelInfo, *, n_threads: int) -> None:
         projector = inspect_projector(path)
         check_projector(projector, info)
-        missing = missing_image_tokens(model)
+        # step3vl wraps pictures in these tokens (other projectors have their own, which mtmd checks).
+        missing = missing_image_tokens(model) if projector.projector_type in PROJECTOR_TYPES else []
         if missing:
             raise ImageError(
                 f"{info.path.name} has no {', '.join(missing)} token{'s' if len(missing) > 1 else ''}: "
                 f"it cannot read pictures, so {path.name} does not belong to it"
             )
         self.info = projector
+        # A vocabulary without <im_patch> (not a Step model) splits it: its first piece stands in.
         self.head_token = model.tokenize(HEAD_TOKEN, add_special=False, parse_special=True)[0]
         self.marker = f"<__stride_picture_{secrets.token_hex(8)}__>"
         try:

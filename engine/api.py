@@ -154,7 +154,9 @@ class StatsSnapshot:
     window_tokens_per_second: float | None = None
     ttft_s: float | None = None
     prompt_seconds: float | None = None
-    prompt_tokens_per_second: float | None = None
+    prompt_tokens_per_second: float | None = None  # positions evaluated per second, picture encoding left out
+    n_image_tokens: int = 0  # prompt positions that hold pictures
+    image_encode_seconds: float = 0.0  # encoding this reply's new pictures (those in the KV cache cost nothing)
     decode_seconds: float = 0.0
     verify_seconds: float = 0.0
     mtp_depth: int = 0
@@ -190,6 +192,8 @@ class StatsSnapshot:
             ttft_s=_number(data, "ttft_s"),
             prompt_seconds=_number(data, "prompt_seconds"),
             prompt_tokens_per_second=_number(data, "prompt_tokens_per_second"),
+            n_image_tokens=_count(data, "n_image_tokens"),
+            image_encode_seconds=_number(data, "image_encode_seconds") or 0.0,
             decode_seconds=_number(data, "decode_seconds") or 0.0,
             verify_seconds=_number(data, "verify_seconds") or 0.0,
             mtp_depth=_count(data, "mtp_depth"),

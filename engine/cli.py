@@ -540,8 +540,6 @@ def reply_json(reply: Reply, chat: bool, runtime: Runtime) -> dict[str, Any]:
     if chat:
         data["reasoning"] = reply.reasoning
     data.update(reply.stats.snapshot().to_json())
-    data["n_image_tokens"] = reply.stats.n_image_tokens
-    data["image_encode_seconds"] = reply.stats.image_encode_seconds
     # The context the reply may fill (context_full fires there), and the cache llama.cpp rounded it up to.
     data["ctx"] = runtime.n_ctx
     data["ctx_allocated"] = runtime.n_ctx_allocated

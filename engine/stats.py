@@ -118,10 +118,11 @@ class ReplyStats:
 
     @property
     def prompt_tokens_per_second(self) -> float | None:
+        """Evaluation speed: picture encoding is timed apart (image_encode_seconds)."""
         seconds = self.prompt_seconds
         if not seconds or not self.n_prompt_evaluated:
             return None
-        return self.n_prompt_evaluated / seconds
+        return self.n_prompt_evaluated / max(seconds - self.image_encode_seconds, 1e-9)
 
     def snapshot(self) -> StatsSnapshot:
         """The figures now, frozen: what the app shows and stores, and the CLI's --json fields."""
@@ -143,6 +144,8 @@ class ReplyStats:
             ttft_s=self.ttft_s,
             prompt_seconds=self.prompt_seconds,
             prompt_tokens_per_second=self.prompt_tokens_per_second,
+            n_image_tokens=self.n_image_tokens,
+            image_encode_seconds=self.image_encode_seconds,
             decode_seconds=self.decode_seconds,
             verify_seconds=self.verify_seconds,
             mtp_depth=self.mtp_depth,

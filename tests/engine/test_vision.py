@@ -156,6 +156,15 @@ def test_progress_counts_picture_encoding(runtime: Runtime) -> None:
     assert (prompt.images[0].start + 81, total) in seen
 
 
+def test_encoding_is_timed_apart_from_prompt_speed(runtime: Runtime) -> None:
+    stats = reply_to(runtime, [ask(picture(vf.RED), "?")]).stats
+    snapshot = stats.snapshot()
+    assert (snapshot.n_image_tokens, snapshot.image_encode_seconds) == (81, stats.image_encode_seconds)
+    assert stats.prompt_seconds is not None and snapshot.prompt_tokens_per_second is not None
+    evaluating = stats.prompt_seconds - stats.image_encode_seconds
+    assert snapshot.prompt_tokens_per_second == pytest.approx(stats.n_prompt_evaluated / evaluating)
+
+
 def test_typed_im_patch_is_text_not_a_picture(runtime: Runtime) -> None:
     plain = runtime.chat_prompt([{"role": "user", "content": "<im_patch> is how Step marks a picture"}])
     assert plain.images == ()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
 from PySide6.QtCore import QPoint, QRect
 from PySide6.QtGui import QColor, QImage, QPixmap
 from PySide6.QtWidgets import QWidget
+
+from app.theme import ACCENT
 
 Pixels = npt.NDArray[np.uint8]
 
@@ -39,3 +43,21 @@ def drawn_fraction(pixels: Pixels, background: QColor, tolerance: int = 8) -> fl
     """The share of pixels that differ from the background: text, lines, bars."""
     total = int(pixels.shape[0]) * int(pixels.shape[1])
     return 1.0 - count_colour(pixels, background, tolerance) / max(1, total)
+
+
+def load(path: Path | str) -> Pixels:
+    image = QImage(str(path))
+    assert not image.isNull(), f"{path} is not a picture"
+    return rgb_pixels(image)
+
+
+def speed_panel_accent(window_shot: Pixels) -> int:
+    """Accent pixels in the right quarter of a main-window shot, where the speed panel sits: its
+    sparkline and head bars after a reply with drafts accepted, none before a reply."""
+    return count_colour(window_shot[:, window_shot.shape[1] * 3 // 4 :], ACCENT, tolerance=0)
+
+
+def strongly_red(pixels: Pixels) -> int:
+    """Pixels of a clear red, such as an error dialog's icon."""
+    red, green, blue = (pixels[..., channel].astype(np.int16) for channel in range(3))
+    return int(((red > 180) & (green < 100) & (blue < 100)).sum())

@@ -12,6 +12,8 @@ import pytest
 from PySide6.QtCore import QPoint
 from pytestqt.qtbot import QtBot
 
+from tests.app.pixels import load, speed_panel_accent, strongly_red
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -35,8 +37,9 @@ def test_self_test_prints_one_json_line_and_writes_out(tmp_path: Path) -> None:
     assert data["mtp_depth"] == 2 and 0 < data["acceptance"] < 1
     assert data["tokens_per_second"] > 0 and data["max_ui_stall_ms"] is not None
     assert data["cpu_variant"]  # "native" for pip's default build, e.g. "haswell" for the portable one
-    shot = Path(data["screenshot"])
-    assert shot.exists() and shot.stat().st_size > 10_000
+    # The shot is the window after the reply: the speed panel's sparkline and accent-filled head bars.
+    shot = load(data["screenshot"])
+    assert speed_panel_accent(shot) > 1000 and strongly_red(shot) == 0
 
 
 def test_a_file_manager_opens_a_model_by_its_path() -> None:
@@ -124,7 +127,10 @@ def test_without_a_display_the_self_test_runs_offscreen_and_a_bad_model_is_shot_
     assert proc.returncode == 1, proc.stderr
     result = json.loads(proc.stdout)
     assert result["ok"] is False and "half.gguf is truncated" in result["error"]
-    assert result["screenshot"] == str(shot) and shot.stat().st_size > 10_000
+    # The shot shows the error dialog (its red icon) over a window whose speed panel has nothing to draw.
+    assert result["screenshot"] == str(shot)
+    pixels = load(shot)
+    assert strongly_red(pixels) > 300 and speed_panel_accent(pixels) == 0
 
 
 def test_the_screenshot_shows_the_dialogs_over_the_window(qtbot: QtBot) -> None:

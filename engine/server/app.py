@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -215,21 +216,57 @@ class _Api:
 
 
 class _EventBridge:
-    """Events from the model's thread into this request's task on the event loop."""
+    """Events from the model's thread into this request's task on the event loop.
+
+    The model's thread only appends; the loop is woken once per batch, not once per event, and takes
+    everything that arrived, deltas in a row merged into one: when the client or the loop falls
+    behind the model, it gets fewer, larger chunks instead of a backlog, and the model's thread
+    spends no time waiting on the loop.
+    """
 
     def __init__(self, ticket: Ticket) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.ticket = ticket
+        self._lock = threading.Lock()
+        self._pending: list[Event] = []
+        self._arrived = asyncio.Event()
 
     def emit(self, event: Event) -> None:  # called on the model's thread
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
-        except RuntimeError:  # the event loop is gone: nobody is listening any more
-            self.ticket.stop.set()
+        with self._lock:
+            self._pending.append(event)
+            first = len(self._pending) == 1
+        if first:
+            try:
+                self.loop.call_soon_threadsafe(self._arrived.set)
+            except RuntimeError:  # the event loop is gone: nobody is listening any more
+                self.ticket.stop.set()
+
+    async def next_batch(self) -> list[Event]:
+        await self._arrived.wait()
+        with self._lock:
+            events, self._pending = self._pending, []
+            self._arrived.clear()
+        batch: list[Event] = []
+        for event in events:
+            last = batch[-1] if batch else None
+            if isinstance(event, Delta) and isinstance(last, Delta):
+                batch[-1] = Delta(
+                    last.segments + event.segments,
+                    last.token_ids + event.token_ids,
+                    last.from_draft + event.from_draft,
+                )
+            else:
+                batch.append(event)
+        return batch
 
     async def next(self) -> Event:
-        return await self.queue.get()
+        """One event; the rest of its batch waits for the next call."""
+        batch = await self.next_batch()
+        with self._lock:
+            if len(batch) > 1:
+                self._pending[:0] = batch[1:]
+                self._arrived.set()
+        return batch[0]
 
 
 async def _stop_on_disconnect(request: Request, ticket: Ticket) -> None:
@@ -258,16 +295,16 @@ async def _until_finished(
     events: _EventBridge, on_delta: Callable[[Delta], list[str]]
 ) -> AsyncIterator[str | Finished]:
     while True:
-        event = await events.next()
-        if isinstance(event, Delta):
-            for chunk in on_delta(event):
-                yield chunk
-        elif isinstance(event, Finished):
-            yield event
-            return
-        elif isinstance(event, Failed):
-            yield _sse(event.error.body())
-            return
+        for event in await events.next_batch():
+            if isinstance(event, Delta):
+                for chunk in on_delta(event):
+                    yield chunk
+            elif isinstance(event, Finished):
+                yield event
+                return
+            elif isinstance(event, Failed):
+                yield _sse(event.error.body())
+                return
 
 
 async def _chat_stream(

@@ -260,6 +260,7 @@ FailureKind = Literal[
     "cancelled",  # the user stopped it
     "no_model",  # a reply was asked for with no model loaded
     "prompt_too_long",  # the conversation does not fit the context
+    "bad_image",  # a picture that cannot be used, or pictures for a model loaded without its projector
     "generation_failed",  # an unexpected failure while replying
 ]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from engine import automemory, options
+from engine import automemory, options, vision
 from engine.about import version_text
 from engine.api import (
     Delta,
@@ -94,6 +94,7 @@ class LoadRequest:
     mtp_path: ModelPaths | None
     options: LoadOptions
     check_memory: bool = True  # False once the user chose to load a model too big for free memory
+    projector: Path | None = None  # the vision projector (mmproj) for pictures in messages
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class LoadedModel:
     info: ModelInfo
     n_heads: int
     n_ctx: int
+    reads_pictures: bool = False  # loaded with a vision projector
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ class EngineWorker(QObject):
                 progress=lambda fraction, stage: self.sig_load_progress.emit(request_id, fraction, stage),
                 should_cancel=self._stop.is_set,
                 check_memory=request.check_memory,
+                projector=request.projector,
             )
         except NotEnoughMemory as exc:
             log.warning("not loaded: %s", exc)
@@ -191,7 +194,7 @@ class EngineWorker(QObject):
             self.sig_load_failed.emit(request_id, failure)
             return
         self._runtime = runtime
-        loaded = LoadedModel(runtime.info, runtime.n_heads, runtime.target.n_ctx)
+        loaded = LoadedModel(runtime.info, runtime.n_heads, runtime.target.n_ctx, runtime.vision is not None)
         self.sig_loaded.emit(request_id, loaded)
 
     @Slot(int, object)
@@ -224,7 +227,11 @@ class EngineWorker(QObject):
                 on_delta=on_delta,
                 on_progress=lambda done, total: self.sig_prompt_progress.emit(request_id, done, total),
                 should_stop=self._stop.is_set,
+                images=prompt.images,
             )
+        except vision.ImageError as exc:  # a picture in the conversation, or pictures without a projector
+            self.sig_failed.emit(request_id, Failure("bad_image", str(exc), str(exc)))
+            return
         except PromptTooLong as exc:
             message = (
                 f"This conversation has outgrown the context ({exc}). Start a new chat, raise the context size, "

@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from engine.api import EngineError
 from engine.gguf import ModelInfo, ProjectorInfo, inspect_projector
 from engine.gguf.reader import read_gguf
 from engine.llama import ImageChunk, LlamaError, Model, Projector
@@ -35,8 +36,10 @@ LONGEST_EDGE = 3024  # step3vl scales larger pictures down to this
 SLICE = 504  # step3vl's crop size
 
 
-class ImageError(ValueError):
+class ImageError(EngineError, ValueError):
     """A picture that cannot be used; the message names it, the problem and the fix."""
+
+    failure_kind = "bad_image"
 
 
 @dataclass(frozen=True)

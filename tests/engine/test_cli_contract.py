@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from engine import about, cli, llama, options
+from engine import about, cli, cli_parser, llama, options
 from engine.api import NotEnoughMemory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,7 +211,7 @@ def every_option_says_its_default_and_range(parser: argparse.ArgumentParser) -> 
 
 
 def test_every_cli_option_says_its_default_and_range() -> None:
-    every_option_says_its_default_and_range(cli.build_parser())
+    every_option_says_its_default_and_range(cli_parser.build_parser())
 
 
 def test_the_help_says_what_raw_mode_is() -> None:

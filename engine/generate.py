@@ -39,7 +39,8 @@ class Cancelled(Exception):
 
 
 DeltaCallback = Callable[[Delta, ReplyStats], None]
-ProgressCallback = Callable[[int, int], None]  # tokens evaluated, tokens to evaluate
+# Tokens evaluated, tokens to evaluate; encoding a picture counts as its tokens (engine.vision).
+ProgressCallback = Callable[[int, int], None]
 
 
 class PromptImage(Protocol):

@@ -135,7 +135,7 @@ class EngineWorker(QObject):
     sig_load_too_big = Signal(int, object)
     """request id, api.NotEnoughMemory: nothing was loaded, the GUI asks whether to load anyway"""
     sig_prompt_progress = Signal(int, int, int)
-    """request id, prompt tokens evaluated, prompt tokens to evaluate"""
+    """request id, prompt tokens evaluated, prompt tokens to evaluate (encoding a picture counts as its tokens)"""
     sig_delta = Signal(int, object)
     """request id, api.Delta: the text one decode step added"""
     sig_stats = Signal(int, object)

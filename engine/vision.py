@@ -267,7 +267,8 @@ class Vision:
         if missing:
             raise ImageError(
                 f"{info.path.name} has no {', '.join(missing)} token{'s' if len(missing) > 1 else ''}: "
-                f"it cannot read pictures, so {path.name} does not belong to it"
+                f"it cannot read pictures, so {path.name} does not belong to it; "
+                "load the projector with the model it was published with"
             )
         self.info = projector
         # A vocabulary without <im_patch> (not a Step model) splits it: its first piece stands in.
@@ -290,7 +291,10 @@ class Vision:
         try:
             chunks = self.projector.tokenize(text, images)
         except LlamaError as exc:
-            raise ImageError(f"{_which(exc, images)} could not be decoded: the file is damaged") from exc
+            raise ImageError(
+                f"{_which(exc, images)} could not be decoded: the file is damaged; "
+                "open it in an image viewer and save it again"
+            ) from exc
         tokens: list[int] = []
         placed: list[PromptImage] = []
         offsets = [0] * len(images)  # tokens placed so far of each picture (a large one comes in slices)

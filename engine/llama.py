@@ -634,6 +634,8 @@ class Projector:
         return int(bitmap)
 
     def encode(self, chunk: int, n_tokens: int) -> npt.NDArray[np.float32]:
+        if not self.ptr:  # a prompt kept past its model's unloading
+            raise LlamaError("the vision projector was closed; render the prompt again")
         if mtmd_cpp.mtmd_encode_chunk(self.ptr, chunk) != 0:
             raise LlamaError("the vision encoder failed; see the log")
         out = mtmd_cpp.mtmd_get_output_embd(self.ptr)

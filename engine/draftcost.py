@@ -163,7 +163,6 @@ class DraftCosts:
             self._trials[head] = self._trials[head] * ACCEPTANCE_MEMORY + 1.0
             self._accepted[head] = self._accepted[head] * ACCEPTANCE_MEMORY + (1.0 if head < accepted else 0.0)
 
-
     # Memory --------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:

@@ -29,7 +29,6 @@ class MemoryEstimate:
     total: int
 
 
-
 _F32 = 4
 _F16 = 2
 # Backend start-up, graph metadata for two contexts and the CPU work buffer (measured

@@ -54,12 +54,14 @@ from engine.llama import cpu_variant
 from engine.logs import configure_logging, log_dir
 from engine.runtime import Runtime
 from engine.stats import ReplyStats
+from engine.vision import ImageInput, image_item, projector_memory
 
 # What the app calls in the engine besides the worker: it imports the engine only here and in engine.api.
 __all__ = [
     "EngineClient",
     "EngineWorker",
     "GenerateRequest",
+    "ImageInput",
     "LoadRequest",
     "LoadedModel",
     "MemoryEstimate",
@@ -74,6 +76,7 @@ __all__ = [
     "estimate_memory",
     "first_part",
     "free_memory_bytes",
+    "image_item",
     "inspect_model",
     "inspect_projector",
     "log_dir",
@@ -81,6 +84,7 @@ __all__ = [
     "memory_verdict",
     "options",
     "projector_beside",
+    "projector_memory",
     "version_text",
 ]
 

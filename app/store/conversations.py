@@ -12,13 +12,14 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from app.store import exchange, schema
+from app.store.images import ImageFolder
 from app.store.records import (
     MESSAGE_COLUMNS,
     ROLES,
@@ -43,6 +44,7 @@ class ConversationStore:
         self.recovered_from: Path | None = None  # where a damaged database was moved, for the GUI to tell the user
         self.full_text = False  # True when search uses the FTS5 index (this sqlite build has it)
         self._damage: str | None = None
+        self.images = ImageFolder(self.path.parent / "images")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -175,8 +177,27 @@ class ConversationStore:
                 raise self._missing_conversation(conversation_id)
 
     def delete_conversation(self, conversation_id: int) -> None:
-        with self._transaction() as conn:  # its messages go with it (ON DELETE CASCADE)
+        """Delete a conversation, its messages, and the picture files no other message names."""
+        with self._transaction() as conn:  # its messages and their picture rows go with it (ON DELETE CASCADE)
+            digests = self._digests(conn, "m.conversation_id = ?", (conversation_id,))
             conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            orphans = self._unreferenced(conn, digests)
+        self.images.remove(orphans)  # after the commit: a failed delete keeps every file its rows name
+
+    @staticmethod
+    def _digests(conn: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> set[str]:
+        rows = conn.execute(
+            f"SELECT i.digest FROM message_images i JOIN messages m ON m.id = i.message_id WHERE {where}", params
+        ).fetchall()
+        return {digest for (digest,) in rows}
+
+    @staticmethod
+    def _unreferenced(conn: sqlite3.Connection, digests: set[str]) -> list[str]:
+        return [
+            d
+            for d in sorted(digests)
+            if conn.execute("SELECT 1 FROM message_images WHERE digest = ?", (d,)).fetchone() is None
+        ]
 
     @staticmethod
     def _missing_conversation(conversation_id: int) -> StoreError:
@@ -189,6 +210,13 @@ class ConversationStore:
             rows = conn.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
             ).fetchall()
+            pictures: dict[int, list[str]] = {}
+            for message_id, digest in conn.execute(
+                """SELECT i.message_id, i.digest FROM message_images i JOIN messages m ON m.id = i.message_id
+                   WHERE m.conversation_id = ? ORDER BY i.message_id, i.position""",
+                (conversation_id,),
+            ):
+                pictures.setdefault(message_id, []).append(digest)
         return [
             Message(
                 id=mid,
@@ -201,6 +229,7 @@ class ConversationStore:
                 thought_seconds=thought,
                 stats=None if stats is None else StatsSnapshot.from_json(json.loads(stats)),
                 draft_spans=None if spans is None else json.loads(spans),
+                images=tuple(pictures.get(mid, ())),
             )
             for mid, cid, role, content, reasoning, status, created, thought, stats, spans in rows
         ]
@@ -216,21 +245,32 @@ class ConversationStore:
         stats: StatsSnapshot | None = None,
         draft_spans: dict[str, list[list[int]]] | None = None,
         thought_seconds: float | None = None,
+        images: Sequence[bytes] = (),
     ) -> Message:
-        """Append a message and bump the conversation's updated_at (it moves to the top of the list)."""
+        """Append a message and bump the conversation's updated_at (it moves to the top of the list).
+
+        `images`: PNG files the message carries, stored in the image folder before the row names them."""
         check_choice("role", role, ROLES)
         check_choice("status", status, STATUSES)
         now = time.time()
+        digests = tuple(self.images.save(data) for data in images)
         message = Message(
-            0, conversation_id, role, content, reasoning, status, now, thought_seconds, stats, draft_spans
+            0, conversation_id, role, content, reasoning, status, now, thought_seconds, stats, draft_spans, digests
         )
         with self._transaction() as conn:
             bumped = conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
             if bumped.rowcount == 0:
                 raise self._missing_conversation(conversation_id)
             cursor = conn.execute(INSERT_MESSAGE, _values(message))
-        assert cursor.lastrowid is not None
+            assert cursor.lastrowid is not None
+            _insert_images(conn, cursor.lastrowid, digests)
         return replace(message, id=cursor.lastrowid)
+
+    def image_path(self, digest: str) -> Path:
+        return self.images.path(digest)
+
+    def image_bytes(self, digest: str) -> bytes:
+        return self.images.read(digest)
 
     def update_message(
         self,
@@ -271,7 +311,11 @@ class ConversationStore:
             ).fetchone()
             if found is None:
                 raise StoreError(f"message {message_id} is not in conversation {conversation_id}; nothing was deleted")
+            where = "m.conversation_id = ? AND m.id >= ?"
+            digests = self._digests(conn, where, (conversation_id, message_id))
             conn.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id))
+            orphans = self._unreferenced(conn, digests)
+        self.images.remove(orphans)
 
     def mark_interrupted(self) -> int:
         """At startup: replies a crash left "streaming" become "stopped". Returns how many."""
@@ -280,43 +324,57 @@ class ConversationStore:
 
     # -- export and import -----------------------------------------------------------------------------------
 
-    def export_markdown(self, conversation_id: int) -> str:
-        return exchange.to_markdown(self.get_conversation(conversation_id), self.messages(conversation_id))
+    def export_markdown(self, conversation_id: int, images_folder: str = "") -> str:
+        """The conversation as Markdown; its pictures are linked as `images_folder`/HASH.png (the caller copies
+        them there with `image_path`)."""
+        return exchange.to_markdown(
+            self.get_conversation(conversation_id), self.messages(conversation_id), images_folder
+        )
 
     def export_json(self, conversation_id: int) -> dict[str, Any]:
-        return exchange.to_json(self.get_conversation(conversation_id), self.messages(conversation_id))
+        """The conversation as JSON, its pictures embedded (base64 PNG) so the one file carries everything."""
+        return exchange.to_json(
+            self.get_conversation(conversation_id), self.messages(conversation_id), self.images.read
+        )
 
     def import_json(self, data: Mapping[str, Any]) -> Conversation:
         """Add an exported conversation as a new one, all or nothing; StoreError says why bad data was refused."""
         conversation, messages = exchange.validate_export(data)
         now = time.time()
+        digests = [tuple(self.images.save(png) for png in m["images"]) for m in messages]  # files before rows
         with self._transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO conversations (title, system_prompt, created_at, updated_at) VALUES (?, ?, ?, ?)",
                 (conversation["title"], conversation["system_prompt"], conversation["created_at"], now),
             )
             conversation_id = cursor.lastrowid
-            conn.executemany(
-                INSERT_MESSAGE,
-                (
-                    (
-                        conversation_id,
-                        m["role"],
-                        m["content"],
-                        m["reasoning"],
-                        m["status"],
-                        m["created_at"],
-                        m["thought_seconds"],
-                        dumps(m["stats"]),
-                        dumps(m["draft_spans"]),
-                    )
-                    for m in messages
-                ),
-            )
-        assert conversation_id is not None
+            assert conversation_id is not None
+            for m, pictures in zip(messages, digests, strict=True):
+                message = Message(
+                    0,
+                    conversation_id,
+                    m["role"],
+                    m["content"],
+                    m["reasoning"],
+                    m["status"],
+                    m["created_at"],
+                    m["thought_seconds"],
+                    None if m["stats"] is None else StatsSnapshot.from_json(m["stats"]),
+                    m["draft_spans"],
+                )
+                inserted = conn.execute(INSERT_MESSAGE, _values(message)).lastrowid
+                assert inserted is not None
+                _insert_images(conn, inserted, pictures)
         return Conversation(
             conversation_id, conversation["title"], conversation["system_prompt"], conversation["created_at"], now
         )
+
+
+def _insert_images(conn: sqlite3.Connection, message_id: int, digests: Sequence[str]) -> None:
+    conn.executemany(
+        "INSERT INTO message_images (message_id, position, digest) VALUES (?, ?, ?)",
+        ((message_id, position, digest) for position, digest in enumerate(digests)),
+    )
 
 
 def _values(message: Message) -> tuple[Any, ...]:

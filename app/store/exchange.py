@@ -3,17 +3,20 @@ before it is imported (all or nothing, with a message that names the bad field).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from app.store.images import PNG_SIGNATURE
 from app.store.records import ROLES, STATUSES, Conversation, Message, StoreError
 from engine.api import StatsSnapshot
 
 EXPORT_FORMAT = "stride-conversation"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: messages carry their pictures
 _STATUS_NOTES = {
     "streaming": "_(the reply was still being written)_",
     "stopped": "_(the reply was stopped before it finished)_",
@@ -21,7 +24,7 @@ _STATUS_NOTES = {
 }
 
 
-def to_markdown(conversation: Conversation, messages: Sequence[Message]) -> str:
+def to_markdown(conversation: Conversation, messages: Sequence[Message], images_folder: str = "") -> str:
     title = " ".join(conversation.title.split()) or "Untitled chat"
     parts = [f"# {title}"]
     if conversation.system_prompt:
@@ -37,6 +40,9 @@ def to_markdown(conversation: Conversation, messages: Sequence[Message]) -> str:
             )
             # Blank lines around the text let viewers render markdown inside the HTML block.
             parts.append(f"<details><summary>{summary}</summary>\n\n{message.reasoning.strip()}\n\n</details>")
+        if message.images:
+            folder = images_folder.replace(" ", "%20")  # a space would end the link
+            parts.append(" ".join(f"![Picture {i}]({folder}/{d}.png)" for i, d in enumerate(message.images, 1)))
         if message.content:
             parts.append(message.content.strip())
         if message.status in _STATUS_NOTES:
@@ -44,7 +50,9 @@ def to_markdown(conversation: Conversation, messages: Sequence[Message]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def to_json(conversation: Conversation, messages: Sequence[Message]) -> dict[str, Any]:
+def to_json(
+    conversation: Conversation, messages: Sequence[Message], read_image: Callable[[str], bytes]
+) -> dict[str, Any]:
     return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
@@ -61,6 +69,10 @@ def to_json(conversation: Conversation, messages: Sequence[Message]) -> dict[str
                 "thought_seconds": m.thought_seconds,
                 "stats": None if m.stats is None else m.stats.to_json(),
                 "draft_spans": m.draft_spans,
+                "images": [
+                    {"media_type": "image/png", "base64": base64.b64encode(read_image(d)).decode("ascii")}
+                    for d in m.images
+                ],
             }
             for m in messages
         ],
@@ -149,7 +161,29 @@ def _validate_message(raw: Any, where: str) -> dict[str, Any]:
         # Figures from any version read: missing keys take their defaults, unknown ones are dropped.
         "stats": None if stats is None else StatsSnapshot.from_json(stats).to_json(),
         "draft_spans": _validate_spans(raw.get("draft_spans"), where),
+        "images": _validate_images(raw.get("images"), where),
     }
+
+
+def _validate_images(images: Any, where: str) -> list[bytes]:
+    """Embedded pictures: a list of {"media_type": "image/png", "base64": ...}; returns the PNG files."""
+    if images is None:
+        return []
+    if not isinstance(images, list):
+        raise _BadExport(f'"{where}images" must be a list, got {type(images).__name__}')
+    result = []
+    for i, item in enumerate(images):
+        data = item.get("base64") if isinstance(item, Mapping) else None
+        if not isinstance(data, str):
+            raise _BadExport(f'"{where}images[{i}]" must be an object with the picture as "base64" text')
+        try:
+            png = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise _BadExport(f'"{where}images[{i}].base64" is not valid base64') from None
+        if not png.startswith(PNG_SIGNATURE):
+            raise _BadExport(f'"{where}images[{i}]" is not a PNG picture')
+        result.append(png)
+    return result
 
 
 def _validate_spans(spans: Any, where: str) -> dict[str, list[list[int]]] | None:

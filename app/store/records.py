@@ -31,6 +31,7 @@ class Message:
     thought_seconds: float | None
     stats: StatsSnapshot | None  # an assistant reply's figures
     draft_spans: dict[str, list[list[int]]] | None  # {"answer"|"reasoning": [[start, end], ...]} from accepted drafts
+    images: tuple[str, ...] = ()  # the pictures a user message carries: content hashes of files in the image folder
 
 
 @dataclass

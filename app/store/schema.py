@@ -14,7 +14,7 @@ import platformdirs
 
 from app.store.records import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000  # a second Stride window may hold the write lock for a moment
 
 # Index i upgrades a database from user_version i to i + 1; append steps, never edit released ones.
@@ -44,6 +44,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX messages_by_conversation ON messages (conversation_id, id)",
         # Tiny partial index: finding replies a crash left streaming costs nothing at startup.
         "CREATE INDEX messages_streaming ON messages (id) WHERE status = 'streaming'",
+    ),
+    # Pictures in messages: the files live in the data folder by content hash (images.py); rows name them.
+    (
+        """CREATE TABLE message_images (
+            message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            digest TEXT NOT NULL,
+            PRIMARY KEY (message_id, position)
+        )""",
+        "CREATE INDEX message_images_by_digest ON message_images (digest)",
     ),
 )
 

@@ -437,7 +437,7 @@ def test_export_markdown(store: ConversationStore) -> None:
 def test_export_json_import_round_trip(store: ConversationStore) -> None:
     conv_id = make_rich_conversation(store)
     exported = store.export_json(conv_id)
-    assert exported["format"] == "stride-conversation" and exported["version"] == 1
+    assert exported["format"] == "stride-conversation" and exported["version"] == 2
     assert exported["messages"][1]["stats"] == STATS.to_json()
     assert exported["messages"][1]["draft_spans"] == SPANS
 
@@ -477,7 +477,7 @@ def _bad(**changes: Any) -> dict[str, Any]:
         (_bad(format="chatgpt"), '"format" must be'),
         (_bad(version="1"), '"version" must be an integer'),
         (_bad(version=True), '"version" must be an integer'),
-        (_bad(version=2), r"version 2 is newer than this Stride reads \(1\); update Stride"),
+        (_bad(version=3), r"version 3 is newer than this Stride reads \(2\); update Stride"),
         (_bad(version=0), "unknown version"),
         (_bad(title=None), '"title" is missing'),
         (_bad(title=5), '"title" must be text'),

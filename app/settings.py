@@ -48,6 +48,7 @@ class Settings:
     # Model: changing any of these reloads the model (see RELOAD_FIELDS).
     model_path: str = ""  # "" = none chosen; "demo" = the built-in demo model
     mtp_model_path: str = ""  # "" = heads inside the model file, if any
+    projector_path: str = ""  # the vision file (mmproj) for pictures; "" = an mmproj*.gguf beside the model, if any
     n_ctx: int = 8192
     kv_type: str = "f16"
     threads: int = 0  # 0 = all cores
@@ -83,7 +84,7 @@ class Settings:
         return any(getattr(self, name) != getattr(other, name) for name in RELOAD_FIELDS)
 
 
-RELOAD_FIELDS = ("model_path", "mtp_model_path", "n_ctx", "kv_type", "threads", "gpu_layers")
+RELOAD_FIELDS = ("model_path", "mtp_model_path", "projector_path", "n_ctx", "kv_type", "threads", "gpu_layers")
 
 # Inclusive bounds for numeric settings; the settings dialog builds its spin boxes from these too.
 RANGES: dict[str, tuple[float, float]] = {
@@ -126,6 +127,7 @@ LABELS: dict[str, str] = {
     "context_overflow": "Context overflow",
     "model_path": "Model file",
     "mtp_model_path": "MTP file",
+    "projector_path": "Vision file",
     "n_ctx": "Context size",
     "kv_type": "KV-cache type",
     "threads": "Threads",

@@ -22,7 +22,7 @@ from app.controller.base import log
 from app.controller.replies import RepliesPart
 from app.model_files import ModelChoice
 from app.settings import LoadResult, Settings, validate
-from app.store import ConversationStore
+from app.store import ConversationStore, StoreError
 from app.theme import apply_theme
 from app.views.error_dialog import show_error
 from app.views.main_window import MainWindow
@@ -60,9 +60,11 @@ class ChatController(RepliesPart):
         worker.sig_auto_forgotten.connect(self._on_auto_forgotten)
 
         w.set_tint_drafts(self.settings.tint_drafts)
+        w.transcript_model.set_picture_reader(self._picture_bytes)
         w.sig_send.connect(self.send)
         w.sig_stop.connect(self.stop)
         w.sig_image_dropped.connect(self._image_dropped)
+        w.sig_picture_refused.connect(self._picture_refused)
         w.sig_new_chat.connect(self.new_conversation)
         w.sig_choose_model.connect(self.choose_model)
         w.sig_cancel_load.connect(self.engine.stop)
@@ -86,6 +88,14 @@ class ChatController(RepliesPart):
         w.sig_notice_primary.connect(lambda: self._on_notice_clicked(0))
         w.sig_notice_secondary.connect(lambda: self._on_notice_clicked(1))
         w.sig_close_requested.connect(self.shutdown)
+
+    def _picture_bytes(self, digest: str) -> bytes | None:
+        """A stored picture for the transcript; None when its file is gone (the row says so)."""
+        try:
+            return self.store.image_bytes(digest)
+        except StoreError as exc:
+            log.warning("picture: %s", exc)
+            return None
 
     def start(self, model: ModelChoice | None = None, mtp: ModelChoice = "") -> None:
         """First screen: the newest conversation, and `model` (the command line's file or files, any

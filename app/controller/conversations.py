@@ -5,6 +5,7 @@ renaming, deleting, the system prompt, and export and import.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
@@ -112,14 +113,25 @@ class ConversationsPart(ModelsPart):
             return
         try:
             if fmt == "md":
-                text = self.store.export_markdown(conversation_id)
+                self._export_markdown(conversation_id, Path(path))
             else:
                 text = json.dumps(self.store.export_json(conversation_id), indent=2, ensure_ascii=False)
-            Path(path).write_text(text, encoding="utf-8")
+                Path(path).write_text(text, encoding="utf-8")
         except (OSError, StoreError) as exc:
             show_error(self.window, "Export failed", f"Could not write {path}: {exc}")
             return
         self.window.show_status(f"Exported to {path}")
+
+    def _export_markdown(self, conversation_id: int, path: Path) -> None:
+        """The Markdown file, its pictures beside it in NAME_files/ (linked relatively: the two move together)."""
+        folder = path.with_name(f"{path.stem}_files")
+        text = self.store.export_markdown(conversation_id, folder.name)
+        digests = {d for m in self.store.messages(conversation_id) for d in m.images}
+        if digests:
+            folder.mkdir(exist_ok=True)
+            for digest in digests:
+                shutil.copyfile(self.store.image_path(digest), folder / f"{digest}.png")
+        path.write_text(text, encoding="utf-8")
 
     def import_conversation(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self.window, "Import conversation", "", "Stride JSON (*.json)")

@@ -18,7 +18,7 @@ from app.views.error_dialog import show_error
 from app.views.main_window import MainWindow
 from app.views.model_dialog import ModelPickerDialog, confirm_too_big
 from engine.api import DEMO_NAME, MTP_NOTE_TEXT, Failure, NotEnoughMemory
-from engine.qt_worker import LoadedModel, LoadRequest, ensure_demo_model
+from engine.qt_worker import LoadedModel, LoadRequest, ensure_demo_model, projector_beside
 
 
 class ModelsPart(ControllerBase):
@@ -33,7 +33,7 @@ class ModelsPart(ControllerBase):
         super().__init__(window, store, settings, settings_path)
         self.inspector = ModelInspector(self)  # reads models for the picker, off the GUI thread
         self.load_request = 0
-        self._loading: tuple[ModelChoice, ModelChoice] = ("", "")  # asked again when it does not fit
+        self._loading: tuple[ModelChoice, ModelChoice, str] = ("", "", "")  # asked again when it does not fit
 
     def _offer_models(self, text: str) -> None:
         """A notice with the two ways to get a model: the built-in demo, or a file."""
@@ -56,12 +56,24 @@ class ModelsPart(ControllerBase):
         dialog.accepted.connect(lambda: self.load_model(*dialog.selected(), check_memory=False))
         dialog.open()
 
-    def load_model(self, model_path: ModelChoice, mtp_path: ModelChoice, *, check_memory: bool = True) -> None:
+    def load_model(
+        self,
+        model_path: ModelChoice,
+        mtp_path: ModelChoice,
+        projector_path: str | None = None,
+        *,
+        check_memory: bool = True,
+    ) -> None:
         """Load on the engine thread; with check_memory, a model too big for free memory is not
         loaded until the user says so (startup, settings reload and notices come this way).
 
         Each path may be any part of a multi-part set (the whole set loads), or a tuple of parts
-        picked together; settings and the recent list keep the set's part 1, one entry per set."""
+        picked together; settings and the recent list keep the set's part 1, one entry per set.
+        projector_path: the vision file; None keeps the one set for this model, "" takes an
+        mmproj*.gguf beside the model if there is one."""
+        if projector_path is None:
+            same_model = remembered(model_path) == self.settings.model_path
+            projector_path = self.settings.projector_path if same_model else ""
         if self.active is not None:
             self.stop()
         try:
@@ -69,23 +81,29 @@ class ModelsPart(ControllerBase):
         except OSError as exc:
             show_error(self.window, "Cannot create the demo model", f"{exc}. Check that the data folder is writable.")
             return
-        self._loading = (model_path, mtp_path)
-        self._remember(remembered(model_path), remembered(mtp_path))
+        self._loading = (model_path, mtp_path, projector_path)
+        self._remember(remembered(model_path), remembered(mtp_path), projector_path)
         self.loaded = None
         self.window.set_ready(False)
+        self.window.set_reads_pictures(False)
         self.window.hide_notice()
         name = "demo" if model_path == DEMO_NAME else Path(self.settings.model_path).name
         self.window.show_model(f"Loading {name}…")
         self.window.set_loading(True, 0.0, "Reading the model")
         mtp = engine_paths(mtp_path) if mtp_path else None
-        request = LoadRequest(path, mtp, self.settings.load_options(), check_memory=check_memory)
+        first = path if isinstance(path, Path) else path[0]
+        projector = Path(projector_path) if projector_path else None
+        if projector is None and model_path != DEMO_NAME:
+            projector = projector_beside(first)  # as model hubs ship them: proposed without asking
+        request = LoadRequest(path, mtp, self.settings.load_options(), check_memory=check_memory, projector=projector)
         self.load_request = self.engine.load(request)
 
-    def _remember(self, model_path: str, mtp_path: str) -> None:
+    def _remember(self, model_path: str, mtp_path: str, projector_path: str) -> None:
         self.settings = replace(
             self.settings,
             model_path=model_path,
             mtp_model_path=mtp_path,
+            projector_path=projector_path,
             recent_models=recent_with(self.settings.recent_models, model_path),
         )
         self._save_settings()
@@ -105,11 +123,11 @@ class ModelsPart(ControllerBase):
             # Only now is part 1 of parts picked together (or renamed) known for sure: remember that one.
             mtp = str(info.mtp_path) if info.mtp_path else self.settings.mtp_model_path
             if (str(info.path), mtp) != (self.settings.model_path, self.settings.mtp_model_path):
-                self._remember(str(info.path), mtp)
+                self._remember(str(info.path), mtp, self.settings.projector_path)
         demo = self.settings.model_path == DEMO_NAME
         name = "Stride demo" if demo else display_name(info.name, info.path, info.quantization)
         heads = f"MTP {loaded.n_heads} heads" if loaded.n_heads else "no MTP"
-        details = f"{info.quantization} · {heads}"
+        details = f"{info.quantization} · {heads}" + (" · reads pictures" if loaded.reads_pictures else "")
         w.show_model(f"{name} · {details}", f"{info.name or info.path.name} · {details}\n{info.path}")
         w.show_status("Ready")
         reason = None
@@ -118,6 +136,7 @@ class ModelsPart(ControllerBase):
         w.show_heads(loaded.n_heads, reason)
         w.set_context(0, loaded.n_ctx)
         w.set_ready(True)
+        w.set_reads_pictures(loaded.reads_pictures)
         w.focus_composer()
         self.sig_model_ready.emit(loaded)
 

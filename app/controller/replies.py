@@ -18,9 +18,10 @@ from app.settings import LoadResult
 from app.store import ConversationStore, Message
 from app.views.error_dialog import show_error
 from app.views.main_window import MainWindow
+from app.views.pictures import image_from_png, picture_from_image
 from app.views.stats_panel import reply_summary
 from engine.api import Delta, Failure, StatsSnapshot
-from engine.qt_worker import GenerateRequest, ReplyResult
+from engine.qt_worker import GenerateRequest, ImageInput, ReplyResult, image_item
 
 FLUSH_INTERVAL_MS = 500  # a streaming reply reaches the database at least twice a second
 TITLE_LENGTH = 48
@@ -44,31 +45,44 @@ class RepliesPart(ConversationsPart):
         if self.active is not None or self.conversation_id is None:
             return
         conversation_id = self.conversation_id
-        user = self._guard(lambda: self.store.add_message(conversation_id, "user", text))
+        pictures = self.window.composer_pictures()
+        if not self.loaded.reads_pictures and (pictures or self._holds_pictures(conversation_id)):
+            self._no_projector(  # nothing is saved or sent: the draft and the conversation stay as they are
+                "This conversation has pictures" if not pictures else "This message has pictures"
+            )
+            return
+        images = [p.png for p in pictures]
+        user = self._guard(lambda: self.store.add_message(conversation_id, "user", text, images=images))
         if user is None:
             return
         self.window.clear_composer()
         self.window.transcript_model.append_message(user)
         conv = self.store.get_conversation(conversation_id)
         if conv.title == "New chat":
-            self._guard(lambda: self.store.rename_conversation(conversation_id, _title_from(text)))
+            title = _title_from(text) or ("Picture" if len(images) == 1 else "Pictures")
+            self._guard(lambda: self.store.rename_conversation(conversation_id, title))
         self._start_reply(conversation_id)
 
+    def _holds_pictures(self, conversation_id: int) -> bool:
+        messages = self._guard(lambda: self.store.messages(conversation_id), quiet=True) or []
+        return any(m.images for m in messages if m.role == "user")
+
+    def _no_projector(self, what: str) -> None:
+        """Pictures met a model loaded without a vision file: say how to get one."""
+        self._notice(
+            f"{what}, and this model was loaded without a vision file, so it cannot read them. Put the model's "
+            "mmproj*.gguf beside it (Stride proposes it) or choose it as Vision file in Settings, then reload; "
+            "or start a new chat for text.",
+            ("Settings…", self.window.sig_open_settings.emit),
+        )
+
     def _start_reply(self, conversation_id: int) -> None:
-        history = self.store.messages(conversation_id)
-        conv = self.store.get_conversation(conversation_id)
+        messages = self._guard(lambda: self._engine_messages(conversation_id))
+        if messages is None:
+            return
         reply = self._guard(lambda: self.store.add_message(conversation_id, "assistant", "", status="streaming"))
         if reply is None:
             return
-        messages: list[dict[str, Any]] = (
-            [{"role": "system", "content": conv.system_prompt}] if conv.system_prompt else []
-        )
-        for msg in history:
-            if msg.role in ("user", "assistant") and msg.status != "error":
-                entry: dict[str, Any] = {"role": msg.role, "content": msg.content}
-                if msg.reasoning:
-                    entry["reasoning_content"] = msg.reasoning
-                messages.append(entry)
         request = GenerateRequest(
             messages=messages,
             params=self.settings.generation_params(),
@@ -85,6 +99,31 @@ class RepliesPart(ConversationsPart):
         self.window.set_replying(True)
         self._flush_timer.start()
         self.refresh_sidebar()
+
+    def _engine_messages(self, conversation_id: int) -> list[dict[str, Any]]:
+        """The conversation as the engine reads it: the system prompt, then the turns that did not fail."""
+        history = self.store.messages(conversation_id)
+        conv = self.store.get_conversation(conversation_id)
+        messages: list[dict[str, Any]] = (
+            [{"role": "system", "content": conv.system_prompt}] if conv.system_prompt else []
+        )
+        for msg in history:
+            if msg.role in ("user", "assistant") and msg.status != "error":
+                entry: dict[str, Any] = {"role": msg.role, "content": self._content(msg)}
+                if msg.reasoning:
+                    entry["reasoning_content"] = msg.reasoning
+                messages.append(entry)
+        return messages
+
+    def _content(self, msg: Message) -> str | list[dict[str, Any]]:
+        """A message's content for the engine: its text, after its pictures when it has some (read from the
+        image folder; a missing file raises StoreError)."""
+        if not msg.images:
+            return msg.content
+        pictures = [
+            image_item(ImageInput(self.store.image_bytes(d), f"picture {i}")) for i, d in enumerate(msg.images, 1)
+        ]
+        return [*pictures, {"type": "text", "text": msg.content}]
 
     def _visible_row(self) -> int | None:
         active = self.active
@@ -215,9 +254,15 @@ class RepliesPart(ConversationsPart):
         msg = self.window.transcript_model.message(row)
         if msg.role != "user":
             return
+        pictures = self._guard(lambda: [self.store.image_bytes(d) for d in msg.images])  # before they are pruned
+        if pictures is None:
+            return
         self._guard(lambda: self.store.delete_messages_from(msg.conversation_id, msg.id))
         self.open_conversation(msg.conversation_id)
         self.window.set_composer_text(msg.content)
+        self.window.set_composer_pictures(
+            [picture_from_image(image_from_png(png), f"picture {i}") for i, png in enumerate(pictures, 1)]
+        )
 
     def copy_message(self, row: int) -> None:
         # live_text includes what is still streaming into the row.
@@ -230,7 +275,13 @@ class RepliesPart(ConversationsPart):
         self.window.show_status("Code copied to the clipboard")
 
     def _image_dropped(self) -> None:
-        self._notice("This model reads text only: images cannot be sent to it.")
+        if self.loaded is None:
+            self._offer_models("Load a model first; a model with its vision file reads pictures.")
+        else:
+            self._no_projector("Pictures need a vision file")
+
+    def _picture_refused(self, message: str) -> None:
+        self._notice(message + ".")  # as it is: it may start with a file's name
 
 
 def _title_from(text: str) -> str:

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from app.resources import icon
 from app.views.composer import Composer
 from app.views.header import ContextMeter, ElidedLabel
+from app.views.pictures import Picture
 from app.views.sidebar import ConversationLike, Sidebar
 from app.views.stats_panel import StatsPanel
 from app.views.transcript import TranscriptModel, TranscriptView
@@ -74,7 +75,9 @@ class MainWindow(QMainWindow):
     sig_stop = Signal()
     """no arguments: stop the reply or the load (the composer's Stop, Esc)"""
     sig_image_dropped = Signal()
-    """no arguments: a picture was dropped on the composer"""
+    """no arguments: a picture came to the composer while the model cannot read pictures"""
+    sig_picture_refused = Signal(str)
+    """why a file or pasted content could not be attached"""
     sig_new_chat = Signal()
     """no arguments: start a new conversation (menu, shortcut or sidebar)"""
     sig_choose_model = Signal()
@@ -250,6 +253,7 @@ class MainWindow(QMainWindow):
         composer.sig_send.connect(self.sig_send)
         composer.sig_stop.connect(self.sig_stop)
         composer.sig_image_dropped.connect(self.sig_image_dropped)
+        composer.sig_picture_refused.connect(self.sig_picture_refused)
         self.act_send.triggered.connect(composer.submit)
         self.act_stop.triggered.connect(self.sig_stop.emit)
         self.act_focus.triggered.connect(self.focus_composer)
@@ -321,6 +325,17 @@ class MainWindow(QMainWindow):
 
     def set_composer_text(self, text: str) -> None:
         self.composer.set_text(text)
+
+    def composer_pictures(self) -> list[Picture]:
+        """The pictures attached to the message being written."""
+        return list(self.composer.pictures)
+
+    def set_composer_pictures(self, pictures: Sequence[Picture]) -> None:
+        self.composer.set_pictures(pictures)
+
+    def set_reads_pictures(self, reads: bool) -> None:
+        """Whether the loaded model reads pictures (else attaching says how to get a vision file)."""
+        self.composer.set_reads_pictures(reads)
 
     def show_conversations(self, items: Sequence[ConversationLike], current: int | None) -> None:
         """The sidebar's list, newest first, with the open conversation selected."""

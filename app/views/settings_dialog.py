@@ -290,6 +290,23 @@ class SettingsDialog(QDialog):
         )
         self.mtp_clear.clicked.connect(self.mtp_model_path.clear)
         self.mtp_model_path.textChanged.connect(lambda text: self.mtp_clear.setEnabled(bool(text)))
+        self.projector_path = _described(
+            QLineEdit(),
+            "Vision file",
+            "The model's vision projector (mmproj GGUF), so it reads pictures you attach. Leave empty to use "
+            "an mmproj file beside the model, if there is one.",
+        )
+        self.projector_path.setPlaceholderText("An mmproj*.gguf beside the model, if any")
+        self.projector_path.setMinimumWidth(_path_width(self.projector_path))
+        self.projector_browse = _described(
+            QPushButton("Browse…"), "Browse for vision file", "Choose the model's mmproj GGUF file."
+        )
+        self.projector_browse.clicked.connect(self._browse_projector)
+        self.projector_clear = _described(
+            QPushButton("Clear"), "Clear vision file", "Use an mmproj file beside the model, if there is one."
+        )
+        self.projector_clear.clicked.connect(self.projector_path.clear)
+        self.projector_path.textChanged.connect(lambda text: self.projector_clear.setEnabled(bool(text)))
         self.n_ctx = _described(
             _int_spin("n_ctx", step=1024, suffix=" tokens"),
             "Context size",
@@ -314,6 +331,7 @@ class SettingsDialog(QDialog):
         model_box, model_form = _form("Model", "Changing these reloads the model; Stride asks first.")
         model_form.addRow("Model file", _row(self.model_path, self.model_browse))
         model_form.addRow("MTP file", _row(self.mtp_model_path, self.mtp_browse, self.mtp_clear))
+        model_form.addRow("Vision file", _row(self.projector_path, self.projector_browse, self.projector_clear))
         model_form.addRow("Context size", self.n_ctx)
         model_form.addRow("KV-cache type", self.kv_type)
         model_form.addRow("Threads", self.threads)
@@ -388,6 +406,8 @@ class SettingsDialog(QDialog):
         self.model_path.setCurrentText(s.model_path)
         self.mtp_model_path.setText(s.mtp_model_path)
         self.mtp_clear.setEnabled(bool(s.mtp_model_path))
+        self.projector_path.setText(s.projector_path)
+        self.projector_clear.setEnabled(bool(s.projector_path))
         self.n_ctx.setValue(s.n_ctx)
         _select(self.kv_type, s.kv_type)
         self.threads.setValue(s.threads)
@@ -414,6 +434,7 @@ class SettingsDialog(QDialog):
             context_overflow=self.context_overflow.currentData(),
             model_path=self.model_path.currentText().strip(),
             mtp_model_path=self.mtp_model_path.text().strip(),
+            projector_path=self.projector_path.text().strip(),
             n_ctx=self.n_ctx.value(),
             kv_type=self.kv_type.currentData(),
             threads=self.threads.value(),
@@ -430,6 +451,7 @@ class SettingsDialog(QDialog):
                 Settings(),
                 model_path=self.model_path.currentText().strip(),
                 mtp_model_path=self.mtp_model_path.text().strip(),
+                projector_path=self.projector_path.text().strip(),
             )
         )
 
@@ -442,6 +464,12 @@ class SettingsDialog(QDialog):
         path = self._choose_file("Choose an MTP file", self.mtp_model_path.text() or self.model_path.currentText())
         if path:
             self.mtp_model_path.setText(path)
+
+    def _browse_projector(self) -> None:
+        near = self.projector_path.text() or self.model_path.currentText()
+        path = self._choose_file("Choose a vision file (mmproj)", near)
+        if path:
+            self.projector_path.setText(path)
 
     def _choose_file(self, title: str, near: str) -> str:
         """Ask for a GGUF file, starting in the folder of `near` when it names one."""

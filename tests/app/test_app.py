@@ -144,11 +144,12 @@ def test_switching_conversations_keeps_the_reply_in_its_own(
     assert saved[-1].role == "assistant" and len(saved[-1].reasoning) > 20
 
 
-def test_images_get_a_plain_text_only_notice(qtbot: QtBot, make_app: Callable[..., AppHarness]) -> None:
+def test_pictures_without_a_vision_file_say_how_to_get_one(qtbot: QtBot, make_app: Callable[..., AppHarness]) -> None:
     app = make_app()
     app.window.composer.sig_image_dropped.emit()
     assert app.window.notice.isVisible()
-    assert "text only" in app.window.notice.label.text()
+    assert "loaded without a vision file" in app.window.notice.label.text()
+    assert "mmproj" in app.window.notice.label.text()
 
 
 KILL_SCRIPT = """

@@ -56,6 +56,7 @@ CUSTOM = Settings(
     context_overflow="drop_oldest",
     model_path="/models/step-3.7-flash-q4.gguf",
     mtp_model_path="/models/step-3.7-flash-mtp.gguf",
+    projector_path="/models/mmproj-step-3.7-flash.gguf",
     n_ctx=32768,
     kv_type="q8_0",
     threads=6,
@@ -125,6 +126,7 @@ def _valid_settings() -> st.SearchStrategy[Settings]:
         system_prompt=st.text(),
         model_path=st.text(),
         mtp_model_path=st.text(),
+        projector_path=st.text(),
         recent_models=st.lists(st.text(), max_size=10),
         tint_drafts=st.booleans(),
     )
@@ -310,14 +312,16 @@ def test_validate_reports_wrong_values() -> None:
 # Mapping to the engine -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["model_path", "mtp_model_path", "n_ctx", "kv_type", "threads", "gpu_layers"])
+@pytest.mark.parametrize(
+    "name", ["model_path", "mtp_model_path", "projector_path", "n_ctx", "kv_type", "threads", "gpu_layers"]
+)
 def test_model_settings_need_a_reload(name: str) -> None:
     changed = {f.name: getattr(CUSTOM, f.name) for f in fields(Settings) if f.name == name}
     assert Settings().needs_reload(Settings(**changed))
 
 
 def test_generation_and_app_settings_do_not_need_a_reload() -> None:
-    model_fields = ("model_path", "mtp_model_path", "n_ctx", "kv_type", "threads", "gpu_layers")
+    model_fields = ("model_path", "mtp_model_path", "projector_path", "n_ctx", "kv_type", "threads", "gpu_layers")
     other = {k: v for k, v in asdict(CUSTOM).items() if k not in model_fields}
     assert not Settings().needs_reload(Settings(**other))
 
@@ -493,16 +497,21 @@ def test_browse_fills_in_the_chosen_file(dialog: SettingsDialog, monkeypatch: py
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(choose))
     dialog.model_browse.click()
     dialog.mtp_browse.click()
-    assert asked == ["/models", "/models"]
+    dialog.projector_browse.click()
+    assert asked == ["/models", "/models", "/models"]
     result = dialog.result_settings()
-    assert (result.model_path, result.mtp_model_path) == ("/elsewhere/picked.gguf", "/elsewhere/picked.gguf")
+    picked = "/elsewhere/picked.gguf"
+    assert (result.model_path, result.mtp_model_path, result.projector_path) == (picked, picked, picked)
 
 
 def test_restore_defaults_keeps_the_model_files(dialog: SettingsDialog) -> None:
     dialog.button_box.button(QDialogButtonBox.StandardButton.RestoreDefaults).click()
     assert dialog.random_seed.isChecked() and not dialog.seed.isEnabled()
     expected = Settings(
-        model_path=CUSTOM.model_path, mtp_model_path=CUSTOM.mtp_model_path, recent_models=CUSTOM.recent_models
+        model_path=CUSTOM.model_path,
+        mtp_model_path=CUSTOM.mtp_model_path,
+        projector_path=CUSTOM.projector_path,
+        recent_models=CUSTOM.recent_models,
     )
     assert dialog.result_settings() == expected
 

@@ -55,6 +55,7 @@ class Msg:
     thought_seconds: float | None = None
     stats: dict[str, Any] | None = None
     draft_spans: dict[str, list[list[int]]] | None = None
+    images: tuple[str, ...] = ()
 
 
 def words(rng: random.Random, n: int) -> str:

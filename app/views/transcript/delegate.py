@@ -45,6 +45,8 @@ REASONING_INDENT = 16
 GAP = 8
 BADGE_PAD = 7
 FOCUS_MARGIN = 6
+PICTURE_EDGE = 160  # a picture in a bubble fits this square
+PICTURE_RADIUS = 8
 
 
 @dataclass
@@ -66,6 +68,7 @@ class RowLayout:
     badge: str = ""
     summary: str = ""
     actions: list[MessageAction] = field(default_factory=list)  # shown while the pointer is over the row
+    pictures: list[tuple[str, QRect]] = field(default_factory=list)  # (content hash, where) in a user's bubble
 
 
 def thought_label(state: RowState) -> str:
@@ -151,6 +154,8 @@ class TranscriptDelegate(QStyledItemDelegate):
         height = 2 * ROW_PAD + line * max(1, lines(state.text("answer")))
         if state.role == "user":
             height += 2 * BUBBLE_PAD_Y
+            if state.message.images:
+                height += PICTURE_EDGE + GAP
         if state.text("reasoning"):
             height += line + 2 * HEADER_PAD + GAP
             if state.is_expanded:
@@ -192,17 +197,37 @@ class TranscriptDelegate(QStyledItemDelegate):
 
     def _layout_bubble(self, state: RowState, width: int) -> RowLayout:
         x, column = _column(width)
-        text = self._rendered(state, "answer", max(40, int(column * BUBBLE_MAX) - 2 * BUBBLE_PAD_X))
+        max_inner = max(40, int(column * BUBBLE_MAX) - 2 * BUBBLE_PAD_X)
+        text = self._rendered(state, "answer", max_inner)
         text.shrink_to_fit()
-        inner_w, inner_h = math.ceil(text.doc.textWidth()), math.ceil(text.height)
+        sizes = [self._picture_size(digest) for digest in state.message.images]
+        places, pictures_w, pictures_h = _flow(sizes, max_inner)
+        has_text = bool(state.text("answer"))
+        text_w, text_h = (math.ceil(text.doc.textWidth()), math.ceil(text.height)) if has_text or not sizes else (0, 0)
+        gap = GAP if sizes and has_text else 0
+        inner_w, inner_h = max(text_w, pictures_w), pictures_h + gap + text_h
         outer_w = inner_w + 2 * BUBBLE_PAD_X
         bubble = QRect(x + column - outer_w, ROW_PAD, outer_w, inner_h + 2 * BUBBLE_PAD_Y)
-        layout = RowLayout(height=0, frame=bubble, answer=text, bubble=bubble)
+        layout = RowLayout(height=0, frame=bubble, answer=text if text_h else None, bubble=bubble)
         # Beside the bubble, level with its last line: the row does not grow for them.
         layout.actions = action_row("user", bubble.left() - GAP, bubble.bottom() + 1 - ACTION_SIZE - BUBBLE_PAD_Y // 2)
-        layout.answer_pos = QPointF(bubble.x() + BUBBLE_PAD_X, bubble.y() + BUBBLE_PAD_Y)
+        inner_left = bubble.right() + 1 - BUBBLE_PAD_X - inner_w  # pictures and text align right, like the bubble
+        layout.pictures = [
+            (digest, place.translated(inner_left + inner_w - pictures_w, bubble.y() + BUBBLE_PAD_Y))
+            for digest, place in zip(state.message.images, places, strict=True)
+        ]
+        layout.answer_pos = QPointF(
+            bubble.right() + 1 - BUBBLE_PAD_X - text_w, bubble.y() + BUBBLE_PAD_Y + pictures_h + gap
+        )
         self._finish(layout, state, bubble.bottom() + 1, x + column - bubble.width(), bubble.width())
         return layout
+
+    def _picture_size(self, digest: str) -> QSize:
+        """A picture's size in the bubble: its thumbnail fitted into PICTURE_EDGE (a square when missing)."""
+        image = self._view.transcript_model.thumbnail(digest)
+        if image.isNull():
+            return QSize(PICTURE_EDGE, PICTURE_EDGE)
+        return image.size().scaled(PICTURE_EDGE, PICTURE_EDGE, Qt.AspectRatioMode.KeepAspectRatio)
 
     def _layout_system(self, state: RowState, width: int) -> RowLayout:
         x, column = _column(width)
@@ -290,6 +315,8 @@ class TranscriptDelegate(QStyledItemDelegate):
             painter.drawRoundedRect(QRectF(layout.bubble), BUBBLE_RADIUS, BUBBLE_RADIUS)
         if layout.header is not None:
             self._paint_header(painter, layout, theme)
+        for digest, rect in layout.pictures:
+            self._paint_picture(painter, digest, rect, theme)
         row = index.row()
         hovered = self._view.hovered_target(row)
         copied = self._view.copied_code(row)
@@ -320,6 +347,22 @@ class TranscriptDelegate(QStyledItemDelegate):
             self._paint_footer(painter, layout, theme)
         if hovered is not None and layout.actions:
             self._actions.paint(painter, layout.actions, theme, hovered, self._view.hidden_actions())
+        painter.restore()
+
+    def _paint_picture(self, painter: QPainter, digest: str, rect: QRect, theme: Theme) -> None:
+        image = self._view.transcript_model.thumbnail(digest)
+        clip = QPainterPath()
+        clip.addRoundedRect(QRectF(rect), PICTURE_RADIUS, PICTURE_RADIUS)
+        painter.save()
+        painter.setClipPath(clip, Qt.ClipOperation.IntersectClip)
+        if image.isNull():  # its file was deleted outside Stride: say so where it was
+            painter.fillRect(rect, blend(theme.base, theme.muted, 0.25))
+            painter.setPen(theme.muted)
+            painter.setFont(self._small_font())
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, "Picture missing")
+        else:
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+            painter.drawImage(QRectF(rect), image)
         painter.restore()
 
     def _paint_header(self, painter: QPainter, layout: RowLayout, theme: Theme) -> None:
@@ -374,9 +417,11 @@ class TranscriptDelegate(QStyledItemDelegate):
 
     def targets(self, row: int) -> list[tuple[str, QRect]]:
         """What can be clicked in a row besides the reasoning toggle, in row coordinates: the action
-        buttons ("copy", "edit", "regenerate") and each code block's Copy ("code:answer:0", ...)."""
+        buttons ("copy", "edit", "regenerate"), each picture ("picture:0", ...) and each code block's Copy
+        ("code:answer:0", ...)."""
         layout = self.layout(row)
         out = [(action.name, action.rect) for action in layout.actions]
+        out += [(f"picture:{i}", rect) for i, (_digest, rect) in enumerate(layout.pictures)]
         for kind, text, origin in (
             ("reasoning", layout.reasoning, layout.reasoning_pos),
             ("answer", layout.answer, layout.answer_pos),
@@ -398,6 +443,20 @@ def _code_index(target: str | None, kind: str) -> int:
     if target and target.startswith(f"code:{kind}:"):
         return int(target.rsplit(":", 1)[1])
     return -1
+
+
+def _flow(sizes: list[QSize], width: int) -> tuple[list[QRect], int, int]:
+    """Pictures placed left to right, wrapping at `width`; returns their rects and the block's size."""
+    places: list[QRect] = []
+    x = y = line_h = block_w = 0
+    for size in sizes:
+        if x and x + size.width() > width:
+            x, y, line_h = 0, y + line_h + GAP, 0
+        places.append(QRect(x, y, size.width(), size.height()))
+        x += size.width() + GAP
+        line_h = max(line_h, size.height())
+        block_w = max(block_w, x - GAP)
+    return places, block_w, (y + line_h if sizes else 0)
 
 
 def _chevron_radius(header: QRect) -> float:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, QTimer
+from PySide6.QtGui import QImage
 
 from app.reply_buffer import DraftSpans, ReplyBuffer
 
@@ -27,6 +29,8 @@ BADGES = {"stopped": "Stopped", "error": "Error"}
 FLUSH_INTERVAL_MS = 100  # streaming repaints at most 10 times a second,
 FLUSH_BUDGET = 0.1  # and spends at most about this share of the GUI thread on it: a long reply
 MAX_FLUSH_INTERVAL_MS = 400  # (tens of ms to re-render) repaints less often, down to this
+THUMBNAIL_PIXELS = 320  # a transcript picture's longest edge in pixels: sharp at 160 px on a 2x screen
+THUMBNAIL_CACHE = 64  # decoded thumbnails kept; opening a long picture chat decodes each once
 
 AnyIndex: TypeAlias = QModelIndex | QPersistentModelIndex
 
@@ -50,6 +54,8 @@ class MessageLike(Protocol):
     def thought_seconds(self) -> float | None: ...
     @property
     def draft_spans(self) -> Mapping[str, Sequence[Sequence[int]]] | None: ...
+    @property
+    def images(self) -> Sequence[str]: ...  # content hashes of the pictures a user message carries
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,37 @@ class TranscriptModel(QAbstractListModel):
         self._flush_timer.setSingleShot(True)
         self._flush_timer.setInterval(FLUSH_INTERVAL_MS)
         self._flush_timer.timeout.connect(self._flush)
+        self._read_picture: Callable[[str], bytes | None] = lambda _digest: None
+        self._thumbnails: OrderedDict[str, QImage] = OrderedDict()
+
+    # Pictures --------------------------------------------------------------------------
+
+    def set_picture_reader(self, read: Callable[[str], bytes | None]) -> None:
+        """How to get a picture's PNG by its content hash (None when the file is missing)."""
+        self._read_picture = read
+        self._thumbnails.clear()
+
+    def picture(self, digest: str) -> QImage:
+        """The whole picture (a null image when its file is missing)."""
+        data = self._read_picture(digest)
+        return QImage() if data is None else QImage.fromData(data)
+
+    def thumbnail(self, digest: str) -> QImage:
+        """The picture scaled for the transcript (cached; a null image when its file is missing)."""
+        cached = self._thumbnails.get(digest)
+        if cached is not None:
+            self._thumbnails.move_to_end(digest)
+            return cached
+        image = self.picture(digest)
+        if not image.isNull():
+            edge = THUMBNAIL_PIXELS
+            image = image.scaled(
+                edge, edge, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+            )
+        self._thumbnails[digest] = image
+        if len(self._thumbnails) > THUMBNAIL_CACHE:
+            self._thumbnails.popitem(last=False)
+        return image
 
     # Qt model ------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QAbstractItemView, QListView, QMenu, QStyle, QToolTip, QWidget
 
+from app.views.pictures import PictureDialog
 from app.views.transcript.delegate import ROW_PAD, SIDE, TranscriptDelegate
 from app.views.transcript.model import AnyIndex, TranscriptModel
 
@@ -46,6 +47,8 @@ class TranscriptView(QListView):
     """row of the user message to edit and resend"""
     sig_copy_text_requested = Signal(str)
     """a code block's text, from its Copy button"""
+    sig_picture_shown = Signal(object)
+    """PictureDialog: a picture was opened larger (tests wait on it)"""
 
     def __init__(self, model: TranscriptModel | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -185,6 +188,9 @@ class TranscriptView(QListView):
         self._hover = hover
 
     def _click_target(self, row: int, target: str) -> None:
+        if target.startswith("picture:"):
+            self.show_picture(row, int(target.split(":")[1]))
+            return
         if target.startswith("code:"):
             self.sig_copy_text_requested.emit(self._delegate.code_text(row, target))
             self._copied = (self.transcript_model.state(row).uid, target)
@@ -310,7 +316,22 @@ class TranscriptView(QListView):
             return True
         return super().viewportEvent(event)
 
+    def show_picture(self, row: int, number: int) -> PictureDialog | None:
+        """Open a message's picture larger, in its own window (not modal: the chat goes on beside it)."""
+        digest = self.transcript_model.message(row).images[number]
+        image = self.transcript_model.picture(digest)
+        if image.isNull():
+            QToolTip.showText(self.cursor().pos(), "This picture's file is missing from the data folder", self)
+            return None
+        dialog = PictureDialog(image, f"Picture {number + 1} ({image.width()} x {image.height()} px)", self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        self.sig_picture_shown.emit(dialog)
+        return dialog
+
     def _tooltip(self, row: int, target: str) -> str:
+        if target.startswith("picture:"):
+            return "Click to view larger"
         if target.startswith("code:"):
             return "Copy the code"
         layout = self._delegate.layout(row)

@@ -152,6 +152,9 @@ class StatsPanel(QWidget):
         self.prompt_value = ValueLabel("Prompt tokens")
         self.prompt_rate_value = ValueLabel("Prompt tokens per second")
         self.generated_value = ValueLabel("Generated tokens")
+        # Apart from prompt speed (which leaves it out): shown only for a prompt with pictures.
+        self.picture_caption = QLabel("Picture encoding")
+        self.picture_value = ValueLabel("Picture encoding")
 
         # MTP drafts
         self.depth_value = ValueLabel("MTP depth")
@@ -178,15 +181,17 @@ class StatsPanel(QWidget):
         column.addWidget(self.sparkline)
 
         column.addWidget(self._heading("This reply"))
-        column.addLayout(
-            self._grid(
-                ("Average", self.average_value),
-                ("First token", self.ttft_value),
-                ("Prompt", self.prompt_value),
-                ("Prompt speed", self.prompt_rate_value),
-                ("Generated", self.generated_value),
-            )
+        reply_grid = self._grid(
+            ("Average", self.average_value),
+            ("First token", self.ttft_value),
+            ("Prompt", self.prompt_value),
+            ("Prompt speed", self.prompt_rate_value),
+            ("Generated", self.generated_value),
         )
+        reply_grid.addWidget(self.picture_caption, reply_grid.rowCount(), 0)
+        reply_grid.addWidget(self.picture_value, reply_grid.rowCount() - 1, 1)
+        column.addLayout(reply_grid)
+        self._show_pictures(0, 0.0)
 
         column.addWidget(self._heading("MTP drafts"))
         column.addLayout(
@@ -231,7 +236,11 @@ class StatsPanel(QWidget):
 
     def displayed_text(self) -> str:
         """Every figure on show as "<name>: <text>" lines, the MTP banner included when visible."""
-        lines = [f"{label.accessibleName()}: {label.text()}" for label in self.findChildren(ValueLabel)]
+        lines = [
+            f"{label.accessibleName()}: {label.text()}"
+            for label in self.findChildren(ValueLabel)
+            if label is not self.picture_value or not label.isHidden()  # a row only replies to pictures have
+        ]
         if not self.mtp_banner.isHidden():
             lines.append(self.mtp_banner.accessibleDescription())
         if not self.depth_note.isHidden():
@@ -261,6 +270,7 @@ class StatsPanel(QWidget):
         ):
             label.show_value(DASH)
         self.mean_value.show_value(f"{DASH} drafts accepted per step")
+        self._show_pictures(0, 0.0)
         self.sparkline.clear()
         _show(self.prompt_progress, False)
         self.head_bars.set_heads(n_heads)
@@ -316,6 +326,7 @@ class StatsPanel(QWidget):
             f"{rate(prompt_rate)} tok/s" if prompt_rate is not None else DASH, rate(prompt_rate)
         )
         self.generated_value.show_value(count(snapshot.n_predicted))
+        self._show_pictures(snapshot.n_image_tokens, snapshot.image_encode_seconds)
 
         depth = snapshot.mtp_depth
         note = snapshot.mtp_note
@@ -344,6 +355,11 @@ class StatsPanel(QWidget):
             depth,
         )
         self._show_note(note, off=not drafting or note in MTP_OFF_NOTES)
+
+    def _show_pictures(self, n_tokens: int, seconds: float) -> None:
+        self.picture_value.show_value(f"{duration(seconds)} · {n_tokens:,} tokens", duration(seconds))
+        _show(self.picture_caption, n_tokens > 0)
+        _show(self.picture_value, n_tokens > 0)
 
     def _show_note(self, note: str | None, off: bool) -> None:
         """MTP off: the reason in the banner. Running but not as asked (depth clamped): a quiet note."""

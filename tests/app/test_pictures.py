@@ -69,6 +69,10 @@ def test_a_picture_is_attached_sent_read_stored_and_shown(
     assert result.reasoning.startswith(first_word(0))  # the reply depends on the picture
     assert result.stats.n_image_tokens > 0 and result.stats.image_encode_seconds > 0
     assert app.window.composer.pictures == [] and not app.window.composer.strip.isVisible()  # sent, cleared
+    panel = app.window.stats_panel
+    assert panel.picture_value.isVisible() and panel.picture_caption.isVisible()
+    assert f"{result.stats.n_image_tokens:,} tokens" in panel.picture_value.text()
+    assert "Picture encoding: " in panel.displayed_text()
 
     cid = app.controller.conversation_id
     assert cid is not None
@@ -260,6 +264,11 @@ def test_the_demo_model_says_how_to_get_a_vision_file(qtbot: QtBot, make_app: Ca
     app = make_app(DEMO_NAME)
     app.window.composer.attach_button.click()  # no file dialog: the notice instead
     assert "vision file" in notice(app) and app.window.composer.pictures == []
+    app.window.composer.edit.setPlainText("Hello")
+    with qtbot.waitSignal(app.controller.sig_reply_finished, timeout=60_000):
+        app.window.composer.send_button.click()
+    assert not app.window.stats_panel.picture_value.isVisible()  # a reply without pictures has no such row
+    assert "Picture encoding" not in app.window.stats_panel.displayed_text()
     assert isinstance(app.controller, RepliesPart)
 
 

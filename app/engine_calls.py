@@ -19,6 +19,7 @@ from engine.qt_worker import (
     inspect_projector,
     memory_verdict,
     projector_beside,
+    projector_memory,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "inspect_projector",
     "memory_verdict",
     "projector_beside",
+    "projector_memory",
 ]

@@ -24,6 +24,7 @@ from app.engine_calls import (
     inspect_model,
     inspect_projector,
     projector_beside,
+    projector_memory,
 )
 from app.model_files import ModelChoice, engine_paths
 from engine.api import DEMO_NAME, ErrorKind, ModelFileError
@@ -45,6 +46,7 @@ class Inspection:
     estimate: MemoryEstimate | None = None
     free: int = 0
     projector: ProjectorInfo | None = None
+    projector_bytes: int = 0  # what the projector adds to the estimate, when it is paired (it will load)
     error: str = ""
     kind: ErrorKind | None = None
 
@@ -75,6 +77,11 @@ def _demo_model() -> Path:
             "is writable and has 50 MB free",
             "unreadable",
         ) from None
+
+
+def paired(projector: ProjectorInfo, info: ModelInfo) -> bool:
+    """Whether a projector's picture tokens are as wide as this model's (else it is for another model)."""
+    return projector.n_embd_out is None or projector.n_embd_out == info.n_embd
 
 
 def _projector_for(info: ModelInfo) -> ProjectorInfo | None:
@@ -109,11 +116,12 @@ class _InspectTask(QRunnable):
             estimate = estimate_memory(info, context_size(self._n_ctx, info))
             free = free_memory_bytes()  # here, not in the GUI: on macOS it runs vm_stat
             projector = _projector_for(info)  # reads the headers of mmproj files beside it
+            projector_bytes = projector_memory(projector, info.n_embd) if projector and paired(projector, info) else 0
         except ModelFileError as e:
             return Inspection(self._request, error=str(e), kind=e.kind)
         except Exception as e:  # never leave the dialog stuck on "Reading…"
             return Inspection(self._request, error=f"The file could not be inspected ({type(e).__name__}: {e})")
-        return Inspection(self._request, info=info, estimate=estimate, free=free, projector=projector)
+        return Inspection(self._request, info, estimate, free, projector, projector_bytes)
 
 
 class ModelInspector(QObject):

@@ -53,7 +53,9 @@ class ModelsPart(ControllerBase):
             inspector=self.inspector,
         )
         # The picker has shown the memory verdict and asked already when the model does not fit.
-        dialog.accepted.connect(lambda: self.load_model(*dialog.selected(), check_memory=False))
+        dialog.accepted.connect(
+            lambda: self.load_model(*dialog.selected(), dialog.selected_projector(), check_memory=False)
+        )
         dialog.open()
 
     def load_model(

@@ -36,9 +36,6 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine_calls import (
-    MemoryEstimate,
-    ModelInfo,
-    ProjectorInfo,
     memory_verdict,
 )
 from app.model_files import (
@@ -256,6 +253,14 @@ class ModelPickerDialog(QDialog):
             mtp = str(info.mtp_path) if len(self._mtp_paths) == 1 else tuple(str(p) for p in info.mtp_parts)
         return model, mtp
 
+    def selected_projector(self) -> str | None:
+        """The vision file to load with the model: the paired mmproj found beside it, else None (keep
+        what Settings name for this model)."""
+        outcome = self._outcome
+        if outcome is None or outcome.projector is None or not outcome.projector_bytes:
+            return None
+        return str(outcome.projector.path)
+
     def set_path(self, path: str) -> None:
         self.set_paths([path] if path else [])
 
@@ -413,17 +418,20 @@ class ModelPickerDialog(QDialog):
             self._use_as_mtp.setVisible(outcome.kind == "mtp_only")
             self.sig_inspected.emit(outcome.error)
             return
-        self._show_info(outcome.info, outcome.estimate, outcome.free, outcome.projector)
+        self._show_info(outcome)
         self._show_status(parts_note(outcome.info, len(self._paths)), None)
         self._load.setEnabled(True)
         self.sig_inspected.emit(outcome.info)
 
-    def _show_info(self, info: ModelInfo, estimate: MemoryEstimate, free: int, projector: ProjectorInfo | None) -> None:
+    def _show_info(self, outcome: Inspection) -> None:
+        info, estimate, free, projector = outcome.info, outcome.estimate, outcome.free, outcome.projector
+        assert info is not None and estimate is not None
+        needed = estimate.total + outcome.projector_bytes
         size = size_text(info.file_bytes, info.n_parts)
         if info.mtp_file_bytes is not None:
             size += f" + {size_text(info.mtp_file_bytes, len(info.mtp_parts))} (MTP file)"
         n_ctx = context_size(self._n_ctx, info)
-        verdict = memory_verdict(estimate.total, free)
+        verdict = memory_verdict(needed, free)
         self._set_value("Architecture", info.architecture)
         self._set_value("Name", info.name or _DASH)
         self._set_value("Parameters", format_params(info.n_params))
@@ -434,7 +442,7 @@ class ModelPickerDialog(QDialog):
         self._set_value("Chat template", "yes" if info.has_chat_template else "no: ChatML is used instead")
         self._set_value(_VISION, vision_text(projector, info) if projector else "")
         self._form.setRowVisible(self._values[_VISION], projector is not None)
-        self._set_value(_MEMORY, verdict_text(verdict, estimate.total, free))
+        self._set_value(_MEMORY, verdict_text(verdict, needed, free))
         self._values[_MEMORY].setStyleSheet(f"color: {self._tone(verdict)}; font-weight: 600;")
         parts = [
             f"weights {format_bytes(estimate.weights)}",
@@ -443,6 +451,8 @@ class ModelPickerDialog(QDialog):
         ]
         if estimate.mtp_context:
             parts.append(f"MTP drafting {format_bytes(estimate.mtp_context)}")
+        if outcome.projector_bytes:
+            parts.append(f"vision {format_bytes(outcome.projector_bytes)}")
         self._set_value(_MEMORY_DETAIL, f"For {n_ctx:,} tokens of context: " + ", ".join(parts))
 
     def _clear_values(self) -> None:
@@ -474,7 +484,7 @@ class ModelPickerDialog(QDialog):
         outcome = self._outcome
         if outcome is None or outcome.info is None or outcome.estimate is None:
             return  # called before the file was read, or after an error: Load is disabled then
-        needed, free = outcome.estimate.total, outcome.free
+        needed, free = outcome.estimate.total + outcome.projector_bytes, outcome.free
         if memory_verdict(needed, free) == "wont_fit" and not confirm_too_big(self, needed, free):
             return
         super().accept()

@@ -51,7 +51,7 @@ def parts_note(info: ModelInfo, n_chosen: int) -> str:
 
 
 def vision_text(projector: ProjectorInfo, info: ModelInfo) -> str:
-    """The projector beside the model, said plainly: Stride reads text only until image input arrives."""
+    """The projector beside the model, said plainly: paired (it loads, pictures can be attached) or not."""
     name = projector.path.name
     if projector.n_embd_out is not None and projector.n_embd_out != info.n_embd:
         return (
@@ -59,8 +59,8 @@ def vision_text(projector: ProjectorInfo, info: ModelInfo) -> str:
             f"wide, this model's {info.n_embd:,}); it is not paired"
         )
     return (
-        f"{name} ({format_bytes(projector.file_bytes)}), found beside the model; "
-        "Stride reads text only for now: images come in a later version"
+        f"{name} ({format_bytes(projector.file_bytes)}), found beside the model; it loads with it, "
+        "so the model reads pictures you attach"
     )
 
 

@@ -311,9 +311,25 @@ def test_a_projector_beside_the_model_is_shown_paired(
     assert vision.isVisible()
     assert field(d, "Vision file") == (
         f"mmproj-Step-3.7-Flash-f16.gguf ({format_bytes(projector.stat().st_size)}), found beside the model; "
-        "Stride reads text only for now: images come in a later version"
+        "it loads with it, so the model reads pictures you attach"
     )
-    assert d.selected() == (str(parts[0]), "")  # the projector is not part of what loads
+    assert d.selected() == (str(parts[0]), "")
+    assert d.selected_projector() == str(projector)  # it loads with the model
+    # The memory estimate counts it: its file, the encoder's buffers and the largest picture's rows.
+    assert "vision " in field(d, "Memory estimate")
+
+
+def test_the_estimate_grows_by_the_projector(
+    qtbot: QtBot, picker: Callable[..., ModelPickerDialog], parts: list[Path]
+) -> None:
+    d = picker()
+    read(qtbot, d, parts[0])
+    alone = d._outcome
+    header_only_projector(parts[0].with_name("mmproj-Step-3.7-Flash-f16.gguf"), n_embd_out=builders.N_EMBD)
+    read(qtbot, d, parts[0])
+    together = d._outcome
+    assert alone is not None and together is not None and alone.projector_bytes == 0
+    assert together.projector is not None and together.projector_bytes > together.projector.file_bytes
 
 
 def test_no_projector_no_vision_row(qtbot: QtBot, picker: Callable[..., ModelPickerDialog], parts: list[Path]) -> None:
@@ -334,6 +350,7 @@ def test_a_projector_for_another_model_is_not_paired(
         f"mmproj-other.gguf, found beside the model, is made for another model (image tokens 4,096 wide, "
         f"this model's {builders.N_EMBD:,}); it is not paired"
     )
+    assert d.selected_projector() is None and "vision" not in field(d, "Memory estimate")
 
 
 def test_a_projector_opened_as_the_model_says_what_it_is(

@@ -280,3 +280,14 @@ def test_pictures_keep_their_shape(size: tuple[int, int], tmp_path: Path, qtbot:
     picture = read_picture(path)
     assert picture.image.width() == min(size[0], LONGEST_EDGE)
     assert abs(picture.image.width() / picture.image.height() - size[0] / size[1]) < 0.05 * size[0] / size[1]
+
+
+def test_a_vision_file_beside_the_model_is_proposed(
+    qtbot: QtBot,
+    make_app: Callable[..., AppHarness],
+    vision_pair: VisionPair,  # noqa: F811
+) -> None:
+    app = make_app(str(vision_pair.model), n_ctx=1024)  # Settings name no vision file
+    assert app.controller.loaded is not None and app.controller.loaded.reads_pictures
+    assert app.controller.settings.projector_path == ""  # still "beside the model": moving both keeps working
+    assert "reads pictures" in app.window.model_label.toolTip() and app.window.composer.reads_pictures

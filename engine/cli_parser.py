@@ -204,13 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-tokens-limit",
         type=options.positive_int,
         default=ServerConfig.max_tokens_limit,
-        help="the most tokens a request may ask for, and what one that asks nothing gets (default: %(default)s)",
+        help="the most tokens a request may ask for, 1 or more, and what one that asks nothing gets "
+        "(default: %(default)s)",
     )
     p_serve.add_argument(
         "--queue",
         type=options.positive_int,
         default=ServerConfig.queue_limit,
-        help="requests waiting or running at once; more get a 503 (default: %(default)s)",
+        help="requests waiting or running at once, 1 or more; more get a 503 (default: %(default)s)",
     )
     run_args(p_serve)
     options.name_values(parser)

@@ -268,3 +268,37 @@ def test_beyond_the_queue_limit_a_request_gets_a_503(long_live_gguf: Path) -> No
             lines = r.iter_lines()
             next(lines)
             client_for(served).completions.create(model="m", prompt="x", max_tokens=1)
+
+
+def test_seeded_sampling_and_stop_strings_follow_the_cli(live_gguf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sampling = ["--temperature", "0.9", "--top-k", "20", "--top-p", "0.9", "--min-p", "0.02", "--seed", "1234"]
+    seeded = cli_json(capsys, live_gguf, 3, *sampling)
+    stop = cli_json(capsys, live_gguf, 3)["text"][10:14]  # a stop string the greedy reply reaches
+    stopped = cli_json(capsys, live_gguf, 3, "--stop", stop)
+    assert stopped["stop_reason"] == "stop_string"
+    with serving(live_gguf, depth=3) as served:
+        client = client_for(served)
+        body: dict[str, Any] = {"top_k": 20, "min_p": 0.02}
+        reply = client.completions.create(
+            model="m",
+            prompt=PROMPT,
+            max_tokens=MAX_TOKENS,
+            temperature=0.9,
+            top_p=0.9,
+            seed=1234,
+            extra_body={**body, "return_tokens": True},
+        )
+        assert reply.model_dump()["choices"][0]["tokens"] == seeded["token_ids"]
+        cut = client.completions.create(model="m", prompt=PROMPT, max_tokens=MAX_TOKENS, temperature=0, stop=[stop])
+        assert cut.choices[0].text == stopped["text"] and cut.choices[0].finish_reason == "stop"
+
+
+def test_reasoning_effort_and_template_kwargs_reach_the_template() -> None:
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "reasoning_effort": "high",
+        "chat_template_kwargs": {"enable_thinking": False},
+    }
+    request = parse_chat(body, 100)
+    template = "{{ reasoning_effort }}|{{ enable_thinking }}|{{ messages[0].content }}"
+    assert render_chat(template, request.messages, variables=request.template_vars) == "high|False|hi"

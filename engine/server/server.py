@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import threading
@@ -42,7 +43,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        hint = "choose another --port" if exc.errno in (98, 48) else "check --host and --port"
+        hint = "choose another --port" if exc.errno == errno.EADDRINUSE else "check --host and --port"
         raise ServerStartError(f"cannot listen on {host}:{port}: {exc.strerror}; {hint}") from None
     sock.set_inheritable(True)
     return sock

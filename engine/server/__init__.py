@@ -5,13 +5,14 @@ jobs (what runs on the model's thread), replies and timings (response objects), 
 the model, and the FIFO queue), app (routes, streaming), server (uvicorn on a thread).
 """
 
-from engine.server.app import ServerConfig, create_app
+from engine.server.app import RequestRecord, ServerConfig, create_app
 from engine.server.host import LocalHost, ModelHost, ServedModel
 from engine.server.server import ServerStartError, StrideServer, bind, is_loopback
 
 __all__ = [
     "LocalHost",
     "ModelHost",
+    "RequestRecord",
     "ServedModel",
     "ServerConfig",
     "ServerStartError",

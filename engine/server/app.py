@@ -32,6 +32,7 @@ from engine.server.jobs import Event, Failed, Finished, generation_job
 from engine.server.replies import ChatDeltas, chat_completion, finish_reason, text_completion, usage
 from engine.server.requests import ChatRequest, TextRequest, parse_chat, parse_completion, parse_json_object
 from engine.server.timings import timings
+from engine.stats import ReplyStats
 
 log = logging.getLogger("stride.server")
 
@@ -49,8 +50,22 @@ class ServerConfig:
     queue_limit: int = 16  # requests waiting or running; a 503 beyond
 
 
-def create_app(host: ModelHost, config: ServerConfig) -> Starlette:
-    api = _Api(host, config)
+@dataclass(frozen=True)
+class RequestRecord:
+    """A generation request as it ended, for a request log (the window's Server panel)."""
+
+    started: float  # Unix time it came in
+    endpoint: str  # e.g. /v1/chat/completions
+    status: int  # the HTTP status, or the error's when a stream ended in one
+    n_tokens: int  # tokens generated
+    tokens_per_s: float | None
+
+
+OnRequest = Callable[[RequestRecord], None]  # called on the server's or the model's thread
+
+
+def create_app(host: ModelHost, config: ServerConfig, on_request: OnRequest | None = None) -> Starlette:
+    api = _Api(host, config, on_request)
     routes = [
         Route("/health", api.health, methods=["GET"]),
         Route("/v1/models", api.models, methods=["GET"]),
@@ -100,10 +115,11 @@ async def _internal_error(_request: Request, exc: Exception) -> Response:
 
 
 class _Api:
-    def __init__(self, host: ModelHost, config: ServerConfig) -> None:
+    def __init__(self, host: ModelHost, config: ServerConfig, on_request: OnRequest | None) -> None:
         self.host = host
         self.config = config
         self.queue = RequestQueue(config.queue_limit)
+        self.on_request = on_request
 
     # Routes ---------------------------------------------------------------------------
 
@@ -125,14 +141,10 @@ class _Api:
         return JSONResponse({"object": "list", "data": [card]})
 
     async def chat(self, request: Request) -> Response:
-        self._authorize(request)
-        body = parse_json_object(await self._body(request))
-        return await self._generate(request, parse_chat(body, self.config.max_tokens_limit))
+        return await self._answer(request, parse_chat)
 
     async def completions(self, request: Request) -> Response:
-        self._authorize(request)
-        body = parse_json_object(await self._body(request))
-        return await self._generate(request, parse_completion(body, self.config.max_tokens_limit))
+        return await self._answer(request, parse_completion)
 
     # Checks ---------------------------------------------------------------------------
 
@@ -171,19 +183,58 @@ class _Api:
 
     # Generation ---------------------------------------------------------------------------
 
-    async def _generate(self, request: Request, parsed: ChatRequest | TextRequest) -> Response:
-        served = self._served()
-        ticket = self.queue.enter()
+    async def _answer(
+        self, request: Request, parse: Callable[[dict[str, Any], int], ChatRequest | TextRequest]
+    ) -> Response:
+        """Check, queue and run one request; the request log hears how it ended, once."""
+        started, endpoint = time.time(), request.url.path
+
+        def record(status: int, stats: ReplyStats | None = None) -> None:
+            if self.on_request is not None:
+                n_tokens = stats.n_predicted if stats else 0
+                tokens_per_s = stats.tokens_per_second if stats else None
+                self.on_request(RequestRecord(started, endpoint, status, n_tokens, tokens_per_s))
+
+        try:
+            self._authorize(request)
+            body = parse_json_object(await self._body(request))
+            parsed = parse(body, self.config.max_tokens_limit)
+            served = self._served()
+            ticket = self.queue.enter()
+        except ApiError as exc:
+            record(exc.status)
+            raise
+
+        def emit(event: Event) -> None:  # on the model's thread, or the loop's when cancelled
+            if isinstance(event, Finished):
+                record(200, event.reply.stats)
+            elif isinstance(event, Failed):
+                record(event.error.status)
+            events.emit(event)
+
         events = _EventBridge(ticket)
         try:
-            future = self.host.submit(generation_job(parsed, served.defaults, ticket, events.emit))
+            future = self.host.submit(generation_job(parsed, served.defaults, ticket, emit))
         except RuntimeError:  # the host stopped taking jobs
             self.queue.leave(ticket)
+            record(503)
             raise unavailable("the server is shutting down") from None
         future.add_done_callback(lambda _f: self.queue.leave(ticket))
         future.add_done_callback(
-            lambda f: events.emit(Failed(unavailable("the server is shutting down"))) if f.cancelled() else None
+            lambda f: (
+                emit(Failed(ticket.error or unavailable("the server is shutting down"))) if f.cancelled() else None
+            )
         )
+        return await self._generate(request, parsed, served, ticket, events)
+
+    async def _generate(
+        self,
+        request: Request,
+        parsed: ChatRequest | TextRequest,
+        served: ServedModel,
+        ticket: Ticket,
+        events: _EventBridge,
+    ) -> Response:
         head = {
             "id": ("chatcmpl-" if isinstance(parsed, ChatRequest) else "cmpl-") + secrets.token_hex(12),
             "created": int(time.time()),

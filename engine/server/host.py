@@ -16,7 +16,7 @@ from typing import Protocol
 
 from engine.api import GenerationParams
 from engine.runtime import Runtime
-from engine.server.errors import unavailable
+from engine.server.errors import ApiError, unavailable
 
 Job = Callable[[Runtime], None]
 
@@ -60,10 +60,14 @@ class LocalHost:
 
 
 class Ticket:
-    """One request's place in the queue; `stop` ends its generation at the next decode step."""
+    """One request's place in the queue; `stop` ends its generation at the next decode step.
+
+    `error`, when set with the stop, is what the client gets instead of the reply cut short.
+    """
 
     def __init__(self) -> None:
         self.stop = threading.Event()
+        self.error: ApiError | None = None
 
 
 class RequestQueue:
@@ -94,8 +98,11 @@ class RequestQueue:
         with self._lock:
             return len(self._tickets)
 
-    def stop_all(self) -> None:
-        """Shutting down: every request in flight stops at its next decode step."""
+    def stop_all(self, error: ApiError | None = None) -> None:
+        """Every request in flight stops at its next decode step: shutting down (its reply so far
+        ends normally), or with `error` (e.g. the GUI switched models), which the client gets instead."""
         with self._lock:
             for ticket in self._tickets:
+                if error is not None:
+                    ticket.error = error
                 ticket.stop.set()

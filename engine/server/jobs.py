@@ -62,8 +62,8 @@ def generation_job(
     param = "messages" if isinstance(request, ChatRequest) else "prompt"
 
     def job(runtime: Runtime) -> None:
-        if ticket.stop.is_set():  # the client left while the request waited
-            emit(Failed(ApiError(499, "the client closed the request", "invalid_request_error")))
+        if ticket.stop.is_set():  # the client left while the request waited, or the model is going
+            emit(Failed(ticket.error or ApiError(499, "the client closed the request", "invalid_request_error")))
             return
         try:
             if isinstance(request, ChatRequest):
@@ -91,6 +91,6 @@ def generation_job(
             log.exception("generation failed")
             emit(Failed(ApiError(500, f"generation failed: {type(exc).__name__}: {exc}", "server_error")))
             return
-        emit(Finished(reply))
+        emit(Failed(ticket.error) if ticket.error is not None else Finished(reply))
 
     return job

@@ -1,4 +1,4 @@
-"""The server on a thread of its own: start, address, stop. The CLI and (later) the GUI both use it."""
+"""The server on a thread of its own: start, address, stop. The CLI and the GUI both use it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from engine.server.app import ServerConfig, create_app
+from engine.server.app import OnRequest, ServerConfig, create_app
 from engine.server.host import ModelHost, RequestQueue
 
 GRACEFUL_SHUTDOWN_S = 5.0  # streams in flight get this long to end after their generation is stopped
@@ -57,9 +57,15 @@ def url_of(sock: socket.socket) -> str:
 class StrideServer:
     """uvicorn serving `create_app(host, config)` on its own thread."""
 
-    def __init__(self, host: ModelHost, config: ServerConfig, sock: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        host: ModelHost,
+        config: ServerConfig,
+        sock: socket.socket | None = None,
+        on_request: OnRequest | None = None,
+    ) -> None:
         self.config = config
-        self.app = create_app(host, config)
+        self.app = create_app(host, config, on_request)
         self.sock = sock
         uv_config = uvicorn.Config(
             self.app,

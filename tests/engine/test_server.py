@@ -8,6 +8,7 @@ generation.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,8 @@ from engine import cli
 from engine.api import AUTO
 from engine.chat import render_chat
 from engine.generate import Reply
-from engine.server import ServerConfig
+from engine.server import RequestRecord, ServerConfig
+from engine.server.errors import unavailable
 from engine.server.requests import parse_chat
 from tests.fixtures import tool_model
 from tests.fixtures.serving import Served, serving
@@ -302,3 +304,52 @@ def test_reasoning_effort_and_template_kwargs_reach_the_template() -> None:
     request = parse_chat(body, 100)
     template = "{{ reasoning_effort }}|{{ enable_thinking }}|{{ messages[0].content }}"
     assert render_chat(template, request.messages, variables=request.template_vars) == "high|False|hi"
+
+
+def test_the_request_log_hears_each_request_once_as_it_ends(live_gguf: Path) -> None:
+    records: list[RequestRecord] = []
+    with serving(live_gguf, depth=3, on_request=records.append) as served:
+        client = client_for(served)
+        client.completions.create(model="m", prompt=PROMPT, max_tokens=8, temperature=0)
+        streamed = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": PROMPT}], max_tokens=6, temperature=0, stream=True
+        )
+        assert list(streamed)
+        with pytest.raises(openai.BadRequestError):
+            client.completions.create(model="m", prompt=PROMPT, max_tokens=-1)
+        deadline = time.monotonic() + 10
+        while len(records) < 3 and time.monotonic() < deadline:  # the stream's record comes from the model's thread
+            time.sleep(0.01)
+    by_order = sorted(records, key=lambda r: r.started)
+    assert [(r.endpoint, r.status, r.n_tokens) for r in by_order] == [
+        ("/v1/completions", 200, 8),
+        ("/v1/chat/completions", 200, 6),
+        ("/v1/completions", 400, 0),
+    ]
+    assert all(r.tokens_per_s and r.tokens_per_s > 0 for r in by_order[:2])
+    assert by_order[2].tokens_per_s is None
+
+
+def test_stopping_with_an_error_ends_running_and_waiting_requests_with_it(long_live_gguf: Path) -> None:
+    """What a GUI model switch does: the running stream ends in the error, the waiting request gets it as a 503."""
+    with serving(long_live_gguf, depth=0, n_ctx=65536) as served:
+        body = {"prompt": PROMPT, "max_tokens": 30000, "temperature": 0, "stream": True}
+        waiting: list[httpx2.Response] = []
+        with httpx2.Client(timeout=60) as http, http.stream("POST", served.base_url + "/completions", json=body) as r:
+            lines = r.iter_lines()
+            next(lines)  # running
+            second = threading.Thread(
+                target=lambda: waiting.append(
+                    httpx2.post(served.base_url + "/completions", json={"prompt": "x", "max_tokens": 1}, timeout=60)
+                )
+            )
+            second.start()
+            deadline = time.monotonic() + 10
+            while served.server.queue.in_flight < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            served.server.queue.stop_all(unavailable("the model was switched in the window; retry"))
+            rest = [line for line in lines if line.startswith("data: ")]
+            second.join(30)
+        last = json.loads(rest[-1].removeprefix("data: "))
+        assert last["error"]["code"] == 503 and "switched" in last["error"]["message"]
+        assert waiting[0].status_code == 503 and "switched" in waiting[0].json()["error"]["message"]

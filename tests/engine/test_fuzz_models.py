@@ -96,7 +96,7 @@ LOADER = r"""
 import json, sys, traceback
 from pathlib import Path
 from engine.generate import GenerationParams
-from engine.gguf import ModelFileError
+from engine.api import ModelFileError
 from engine.runtime import LoadOptions, ModelLoadError, Runtime
 
 for line in sys.stdin:

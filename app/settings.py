@@ -23,7 +23,7 @@ import tomli_w
 
 from engine.api import AUTO, DRAFT_SAMPLING, KV_TYPES, DraftSampling, GenerationParams, LoadOptions, SamplerParams
 
-SETTINGS_VERSION = 2  # 2: Auto became the default MTP depth
+SETTINGS_VERSION = 3  # 2: Auto became the default MTP depth; 3: the Server panel's fields
 SEED_MAX = 2**32 - 2  # 2**32 - 1 is llama.cpp's own "random seed" marker
 RECENT_MODELS_MAX = 10
 
@@ -57,6 +57,11 @@ class Settings:
     recent_models: list[str] = field(default_factory=list)  # newest first
     tint_drafts: bool = False
     theme: str = "system"
+    # Server panel: serve the loaded model to other apps (OpenAI-compatible API).
+    server_enabled: bool = False  # on at the next start too
+    server_host: str = "127.0.0.1"  # only this computer; another address needs server_api_key
+    server_port: int = 8080
+    server_api_key: str = ""  # "" = none
 
     def generation_params(self) -> GenerationParams:
         # A concrete seed even when "random", so a reply's seed can be reported and replayed.
@@ -100,6 +105,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "n_ctx": (256, 1048576),
     "threads": (0, 512),
     "gpu_layers": (0, 999),
+    "server_port": (1, 65535),
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -135,6 +141,10 @@ LABELS: dict[str, str] = {
     "recent_models": "Recent models",
     "tint_drafts": "Tint drafted tokens",
     "theme": "Theme",
+    "server_enabled": "Server on",
+    "server_host": "Server host",
+    "server_port": "Server port",
+    "server_api_key": "Server API key",
 }
 
 _DEFAULTS = Settings()
@@ -205,6 +215,7 @@ def _migrate(data: dict[str, Any], version: int) -> dict[str, Any]:
         # Depth 3 was version 1's default, saved with every file: users who never chose it get Auto,
         # which drafts as deep as pays and runs plainly where drafting is slower.
         data = {**data, "mtp_depth": AUTO}
+    # 3 only added fields (the Server panel's), whose defaults serve nothing until the user says so.
     return {**data, "version": SETTINGS_VERSION}
 
 

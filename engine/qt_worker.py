@@ -5,6 +5,9 @@ signals and gets results back as signals, each tagged with the request id so a
 late result from a cancelled or superseded request is recognised and dropped by
 the receiver. Stopping is a flag the GUI sets directly (`request_stop`): the
 worker is busy inside a decode loop, so a queued call would only arrive after it.
+
+The worker is also the server's `ModelHost`: a request from another app is a job queued onto
+the engine thread behind the GUI's own replies (one FIFO, one KV cache), run between them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,9 @@ from engine.gguf import (
 from engine.llama import cpu_variant
 from engine.logs import configure_logging, log_dir
 from engine.runtime import Runtime
+from engine.server import RequestRecord, ServedModel, ServerConfig, ServerStartError, StrideServer, is_loopback
+from engine.server.errors import unavailable
+from engine.server.host import Job
 from engine.stats import ReplyStats
 from engine.vision import ImageInput, image_item, projector_memory
 
@@ -69,6 +76,10 @@ __all__ = [
     "ModelPaths",
     "ProjectorInfo",
     "ReplyResult",
+    "RequestRecord",
+    "ServerConfig",
+    "ServerStartError",
+    "StrideServer",
     "Verdict",
     "configure_logging",
     "cpu_variant",
@@ -79,12 +90,14 @@ __all__ = [
     "image_item",
     "inspect_model",
     "inspect_projector",
+    "is_loopback",
     "log_dir",
     "looks_like_part",
     "memory_verdict",
     "options",
     "projector_beside",
     "projector_memory",
+    "stop_served_requests",
     "version_text",
 ]
 
@@ -150,18 +163,74 @@ class EngineWorker(QObject):
     """request id, api.Failure"""
     sig_auto_forgotten = Signal(int)
     """how many models' measurements were dropped"""
+    sig_serving = Signal(bool)
+    """True as a server request starts on the engine thread, False as it ends"""
+    _sig_job = Signal(object, object)
+    """Future, Job: a server request, queued onto the engine thread behind the GUI's requests"""
 
     def __init__(self) -> None:
         super().__init__()
         self._runtime: Runtime | None = None
         self._stop = threading.Event()
+        # The server's threads ask what is served and queue jobs; the lock guards what they read.
+        self._lock = threading.Lock()
+        self._served: ServedModel | None = None
+        self._serve_defaults = GenerationParams()
+        self._waiting_jobs: set[Future[None]] = set()
+        self._sig_job.connect(self._run_job)
 
     # Called from the GUI thread directly -------------------------------------------
 
     def request_stop(self) -> None:
         self._stop.set()
 
+    def set_serve_defaults(self, defaults: GenerationParams) -> None:
+        """The GUI's MTP settings, which server requests run with (they set sampling themselves)."""
+        with self._lock:
+            self._serve_defaults = defaults
+            if self._served is not None:
+                self._served = replace(self._served, defaults=defaults)
+
+    def cancel_waiting_jobs(self) -> None:
+        """Server requests not started yet get a 503 (closing); the running one is stopped by its ticket."""
+        with self._lock:
+            waiting, self._waiting_jobs = self._waiting_jobs, set()
+        for future in waiting:
+            future.cancel()
+
+    # ModelHost: called from the server's threads -------------------------------------
+
+    def served(self) -> ServedModel | None:
+        with self._lock:
+            return self._served
+
+    def submit(self, job: Job) -> Future[None]:
+        future: Future[None] = Future()
+        with self._lock:
+            self._waiting_jobs.add(future)
+        self._sig_job.emit(future, job)  # queued: the engine thread runs it after what the GUI sent before
+        return future
+
     # Slots (engine thread) -----------------------------------------------------------
+
+    @Slot(object, object)
+    def _run_job(self, future: Future[None], job: Job) -> None:
+        with self._lock:
+            self._waiting_jobs.discard(future)
+        if self._runtime is None:  # unloaded while it waited: its request gets a 503
+            future.cancel()
+            return
+        if not future.set_running_or_notify_cancel():
+            return
+        self.sig_serving.emit(True)
+        try:
+            job(self._runtime)
+            future.set_result(None)
+        except BaseException as exc:  # jobs report their own failures; this is a bug, kept for the server's log
+            log.exception("a server job failed")
+            future.set_exception(exc)
+        finally:
+            self.sig_serving.emit(False)
 
     @Slot(int, object)
     def load(self, request_id: int, request: LoadRequest) -> None:
@@ -198,6 +267,8 @@ class EngineWorker(QObject):
             self.sig_load_failed.emit(request_id, failure)
             return
         self._runtime = runtime
+        with self._lock:
+            self._served = ServedModel(runtime.info.path.name, runtime.n_ctx, int(time.time()), self._serve_defaults)
         loaded = LoadedModel(runtime.info, runtime.n_heads, runtime.target.n_ctx, runtime.vision is not None)
         self.sig_loaded.emit(request_id, loaded)
 
@@ -266,6 +337,8 @@ class EngineWorker(QObject):
         self._close_runtime()
 
     def _close_runtime(self) -> None:
+        with self._lock:
+            self._served = None
         if self._runtime is not None:
             self._runtime.close()
             self._runtime = None
@@ -322,6 +395,11 @@ class EngineClient(QObject):
         self.sig_request_unload.emit()
         self.engine_thread.quit()
         return bool(self.engine_thread.wait(timeout_ms))
+
+
+def stop_served_requests(server: StrideServer, why: str) -> None:
+    """Every server request in flight ends with a 503 saying `why` (the window switches or drops the model)."""
+    server.queue.stop_all(unavailable(why))
 
 
 def _files_named(model: ModelPaths, mtp: ModelPaths | None) -> str:

@@ -5,8 +5,8 @@ The GUI thread never waits on llama.cpp: every engine call is a queued request w
 come back as signals tagged with a request id, and results for an older request are dropped.
 
 ChatController is built in parts, one concern a file, each adding to the one before:
-base (shared state, notices, the store guard) -> models -> conversations -> replies -> chat
-(wiring, the first screen, settings, shutdown).
+base (shared state, notices, the store guard) -> models -> conversations -> replies -> server
+(the Server panel) -> chat (wiring, the first screen, settings, shutdown).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QMessageBox
 
 from app.controller.base import log
-from app.controller.replies import RepliesPart
+from app.controller.server import ServerPart
 from app.model_files import ModelChoice
 from app.settings import LoadResult, Settings, validate
 from app.store import ConversationStore, StoreError
@@ -30,7 +30,7 @@ from app.views.settings_dialog import SettingsDialog
 from engine.qt_worker import log_dir
 
 
-class ChatController(RepliesPart):
+class ChatController(ServerPart):
     def __init__(
         self, window: MainWindow, store: ConversationStore, settings: LoadResult, settings_path: Path | None = None
     ) -> None:
@@ -109,6 +109,8 @@ class ChatController(RepliesPart):
         else:
             self.new_conversation()
         self.window.set_ready(False)
+        if self.settings.server_enabled:  # it serves the model once loaded; until then requests get a 503
+            self.set_server_on(True)
         if model:
             self.load_model(model, mtp)
         elif self.settings.model_path:
@@ -157,6 +159,7 @@ class ChatController(RepliesPart):
         if active is not None:
             self.engine.stop()
             self._save_reply(active, status="stopped", quiet=True)
+        self.stop_server()
         self.engine.shutdown()
         self.store.close()
         self.window.allow_close()

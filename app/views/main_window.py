@@ -28,6 +28,7 @@ from app.resources import icon
 from app.views.composer import Composer
 from app.views.header import ContextMeter, ElidedLabel
 from app.views.pictures import Picture
+from app.views.server_panel import ServerPanel
 from app.views.sidebar import ConversationLike, Sidebar
 from app.views.stats_panel import StatsPanel
 from app.views.transcript import TranscriptModel, TranscriptView
@@ -132,6 +133,7 @@ class MainWindow(QMainWindow):
         self.transcript.setModel(self.transcript_model)
         self.composer = Composer()
         self.stats_panel = StatsPanel()
+        self.server_panel = ServerPanel()
         self.notice = NoticeBar()
 
         # Header: which model, change it, how full the context is.
@@ -172,6 +174,8 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setSizes([230, 700, 270])
         self.setCentralWidget(self.splitter)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.server_panel)
+        self.server_panel.hide()  # View -> Server shows it
 
         # Status bar: model loading with a Cancel button.
         self.load_progress = QProgressBar()
@@ -182,7 +186,11 @@ class MainWindow(QMainWindow):
         self.load_cancel.setAccessibleName("Cancel loading")
         self.status_label = QLabel()
         self.status_label.setAccessibleName("Status")
+        self.serving_label = QLabel("Serving another app: your message waits its turn")
+        self.serving_label.setAccessibleName("The model is busy serving")
+        self.serving_label.hide()
         self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.serving_label)
         self.statusBar().addPermanentWidget(self.load_progress)
         self.statusBar().addPermanentWidget(self.load_cancel)
         self.set_loading(False)
@@ -240,6 +248,7 @@ class MainWindow(QMainWindow):
         view_menu = bar.addMenu("&View")
         view_menu.addAction(self.act_tint)
         view_menu.addAction(self.act_stats)
+        view_menu.addAction(self.server_panel.toggleViewAction())
         settings_menu = bar.addMenu("&Settings")
         settings_menu.addAction(self.act_settings)
         help_menu = bar.addMenu("&Help")
@@ -305,6 +314,10 @@ class MainWindow(QMainWindow):
     def show_status(self, text: str) -> None:
         """The status bar's message ("" clears it)."""
         self.status_label.setText(text)
+
+    def set_serving(self, serving: bool) -> None:
+        """Whether the model is busy with another app's request (a message sent now waits for it)."""
+        self.serving_label.setVisible(serving)
 
     def show_notice(self, text: str, primary: str = "", secondary: str = "") -> None:
         """The notice above the composer, with buttons captioned primary and secondary ("" none)."""

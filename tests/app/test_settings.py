@@ -561,3 +561,21 @@ def test_version_1_files_move_from_the_old_default_depth_3_to_auto(tmp_path: Pat
     result = load_settings(path)
     assert result.message is None and result.settings.mtp_depth == read and result.settings.temperature == 0.3
     assert Settings().mtp_depth == AUTO
+
+
+def test_version_2_files_read_with_the_server_off_on_127_0_0_1(tmp_path: Path) -> None:
+    """Version 3 added the Server panel's fields: an older file serves nothing until the user says so."""
+    path = write(tmp_path / "settings.toml", {"version": 2, "mtp_depth": 2, "temperature": 0.3})
+    result = load_settings(path)
+    assert result.message is None and result.settings.mtp_depth == 2
+    s = result.settings
+    assert (s.server_enabled, s.server_host, s.server_port, s.server_api_key) == (False, "127.0.0.1", 8080, "")
+    save_settings(s, path)
+    assert f"version = {SETTINGS_VERSION}" in path.read_text(encoding="utf-8") and SETTINGS_VERSION == 3
+
+
+@pytest.mark.parametrize("port", [0, 65536, "8080"])
+def test_a_server_port_out_of_range_is_reset_and_named(tmp_path: Path, port: object) -> None:
+    result = load_settings(write(tmp_path / "settings.toml", {"server_port": port, "temperature": 0.3}))
+    assert result.settings.server_port == 8080 and result.settings.temperature == 0.3
+    assert result.message is not None and "Server port must be" in result.message

@@ -97,7 +97,7 @@ def llama_args(model: Path, tokens: int, threads: int) -> list[str]:
     ]
 
 
-# Stride loads without ggml's extra buffer types where the CPU reports AMX (engine/llama.py: its AMX
+# Stride loads without ggml's extra buffer types where the CPU reports AMX (engine/llama/backend.py: its AMX
 # kernels crashed batched quantized decodes here); the native side must run the same way.
 NO_REPACK = ("--no-repack",)
 

@@ -15,7 +15,7 @@ def log_dir() -> Path:
     return Path(platformdirs.user_log_dir("Stride", appauthor=False))
 
 
-LLAMA_CPP_LOGGER = "stride.llama.cpp"  # engine/llama.py routes llama.cpp's own log here
+LLAMA_CPP_LOGGER = "stride.llama.cpp"  # engine/llama/backend.py routes llama.cpp's own log here
 
 
 def configure_logging(*, verbose: bool = False) -> Path | None:

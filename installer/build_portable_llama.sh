@@ -9,7 +9,7 @@
 #   STRIDE_LLAMA_CMAKE_ARGS="..." installer/...  other flags, e.g. a GPU variant (see README)
 #
 # The wheel is repacked so the backend modules sit in llama_cpp/lib next to libggml.so
-# (CMake installs them into the wheel's top-level bin/), where engine/llama.py loads them.
+# (CMake installs them into the wheel's top-level bin/), where engine/llama/backend.py loads them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

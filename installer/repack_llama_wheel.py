@@ -4,7 +4,7 @@
 
 With GGML_BACKEND_DL, CMake installs each backend module (libggml-cpu-haswell.so, ...) into the
 wheel's top-level bin/, i.e. site-packages/bin/; llama_cpp keeps its libraries in llama_cpp/lib,
-which is where engine/llama.py loads backends from and what the PyInstaller spec collects.
+which is where engine/llama/backend.py loads backends from and what the PyInstaller spec collects.
 Writes OUT_DIR/<same name>.whl with a fresh RECORD.
 """
 

@@ -1,168 +1,19 @@
-"""The only module that touches llama_cpp: a thin, typed layer over the pinned 0.3.36 API.
-
-llama-cpp-python's MTP support lives in low-level and experimental bindings
-(`llama_cpp_ext`) that may change between releases; keeping every call here
-means an upgrade touches one file.
-"""
+"""A loaded model, its contexts (decode, hidden rows, MTP head selection) and the sampler chain."""
 
 from __future__ import annotations
 
 import ctypes
-import functools
-import logging
-import os
-import re
-import sys
-import threading
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import llama_cpp
 import numpy as np
 import numpy.typing as npt
-from llama_cpp import llama_cpp_ext, mtmd_cpp
+from llama_cpp import llama_cpp_ext
 
 from engine.api import KV_TYPES, LoadCancelled, SamplerParams
-
-LLAMA_CPP_PYTHON_VERSION: str = llama_cpp.__version__
-log = logging.getLogger("stride.llama")
-llama_log = logging.getLogger("stride.llama.cpp")
-
-_init_lock = threading.Lock()
-_initialised = False
-# The first error llama.cpp logs on this thread since the last reset: why a load failed, for the message.
-_errors = threading.local()
-# ggml_log_level: 1 debug, 2 info, 3 warn, 4 error (5 continues the previous line; logged as debug)
-_LOG_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
-
-
-@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
-def _log_callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
-    message = text.decode("utf-8", "replace").rstrip()
-    if message:
-        llama_log.log(_LOG_LEVELS.get(level, logging.DEBUG), message)
-        if level == 4 and getattr(_errors, "first", "") is None:
-            _errors.first = message
-
-
-def _lib_dir() -> Path:
-    # llama_cpp/lib, in a venv and in the frozen bundle alike (the spec keeps that layout).
-    return Path(llama_cpp.__file__).resolve().parent / "lib"
-
-
-def _ggml_library() -> ctypes.CDLL:
-    """libggml, the very instance libllama is linked against.
-
-    The wheel ships libggml.so, .so.0 and .so.0.x as separate copies; opening another copy
-    than the soname libllama resolved would load a second ggml with its own, empty backend
-    registry. The soname file in llama_cpp/lib is the one libllama's $ORIGIN rpath found.
-    """
-    lib_dir = _lib_dir()
-    if sys.platform == "win32":
-        return ctypes.CDLL(str(lib_dir / "ggml.dll"))
-    pattern = "libggml.[0-9]*.dylib" if sys.platform == "darwin" else "libggml.so.[0-9]*"
-    candidates = sorted(lib_dir.glob(pattern), key=lambda p: len(p.name))
-    if not candidates:
-        raise LlamaError(f"libggml is missing from {lib_dir}")
-    return ctypes.CDLL(str(candidates[0]))
-
-
-def _load_backends() -> None:
-    """Load ggml's backends when they are built as modules (GGML_BACKEND_DL: the portable build).
-
-    ggml itself looks for libggml-cpu-*.so next to the executable and in the current folder,
-    neither of which is llama_cpp/lib in a venv or in the bundle. A plain build links its CPU
-    backend in, so the registry is already populated and this does nothing.
-    """
-    ggml = _ggml_library()
-    ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
-    if ggml.ggml_backend_reg_count():
-        return
-    ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-    ggml.ggml_backend_load_all_from_path(str(_lib_dir()).encode())
-    if not ggml.ggml_backend_reg_count():
-        raise LlamaError(f"no ggml backend could be loaded from {_lib_dir()}; see the log for the reason")
-
-
-class _DlInfo(ctypes.Structure):
-    _fields_ = [
-        ("dli_fname", ctypes.c_char_p),
-        ("dli_fbase", ctypes.c_void_p),
-        ("dli_sname", ctypes.c_char_p),
-        ("dli_saddr", ctypes.c_void_p),
-    ]
-
-
-def cpu_variant() -> str | None:
-    """Which build of ggml's CPU backend runs: "haswell", "sse42", "x64", ... when llama.cpp
-    picked one of its per-CPU modules at start-up (the portable build), "native" for the single
-    CPU backend of a plain build (pip's default, tuned with -march=native). None where it cannot
-    be told (Windows) or the CPU backend is not loaded.
-
-    The file that holds the CPU backend's registry object names the variant: libggml-cpu-<v>.so.
-    """
-    if sys.platform == "win32":
-        return None
-    init_backend()
-    ggml = _ggml_library()
-    ggml.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
-    ggml.ggml_backend_reg_by_name.restype = ctypes.c_void_p
-    reg = ggml.ggml_backend_reg_by_name(b"CPU")
-    if not reg:
-        return None
-    dladdr = ctypes.CDLL(None).dladdr
-    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
-    info = _DlInfo()
-    if not dladdr(reg, ctypes.byref(info)) or not info.dli_fname:
-        return None
-    match = re.match(r"libggml-cpu(?:-(.+?))?\.(?:so|dylib)", Path(os.fsdecode(info.dli_fname)).name)
-    if not match:
-        return None
-    return match.group(1) or "native"
-
-
-@functools.cache
-def cpu_has_amx() -> bool:
-    """Whether the CPU reports Intel AMX tiles (Linux; False where that cannot be read).
-
-    ggml then moves quantized weights into AMX buffers, and on such a machine here (a VM reporting
-    AMX) its AMX matrix multiply killed the process (SIGSEGV/SIGILL) at the first batch of two or
-    more tokens of any Q8_0 or K-quant model: every MTP verification. Loading without llama.cpp's
-    extra buffer types avoids it, at the price of its CPU weight repacking on these CPUs only.
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            return any(line.startswith("flags") and " amx_tile" in line for line in f)
-    except OSError:
-        return False
-
-
-def init_backend() -> None:
-    """Initialise llama.cpp once per process and route its log through `logging`."""
-    global _initialised
-    with _init_lock:
-        if not _initialised:
-            llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
-            mtmd_cpp.mtmd_log_set(_log_callback, ctypes.c_void_p(0))  # the vision projector's too
-            mtmd_cpp.mtmd_helper_log_set(_log_callback, ctypes.c_void_p(0))
-            _load_backends()
-            llama_cpp.llama_backend_init()
-            _initialised = True
-
-
-def _load_reason(logged: str | None) -> str:
-    """llama.cpp's own words for a failed load, without its function-name prefixes."""
-    if not logged:
-        return "no reason given; see the log"
-    reason = logged.split("error loading model: ", 1)[-1]
-    return " ".join(reason.split())
-
-
-class LlamaError(RuntimeError):
-    """llama.cpp refused an operation; the message says which and why."""
+from engine.llama.backend import LlamaError, cpu_has_amx, init_backend, load_logged
 
 
 class Model:
@@ -191,19 +42,15 @@ class Model:
 
         callback = llama_cpp.llama_progress_callback(on_progress)
         params.progress_callback = callback
-        _errors.first = None
-        try:
-            if len(parts) == 1:
-                ptr = llama_cpp.llama_model_load_from_file(str(parts[0]).encode(), params)
-            else:  # the parts in order, so renamed parts load too
-                names = (ctypes.c_char_p * len(parts))(*(str(p).encode() for p in parts))
-                ptr = llama_cpp.llama_model_load_from_splits(names, len(parts), params)
-        finally:
-            reason, _errors.first = _errors.first, ""
+        if len(parts) == 1:
+            ptr, reason = load_logged(lambda: llama_cpp.llama_model_load_from_file(str(parts[0]).encode(), params))
+        else:  # the parts in order, so renamed parts load too
+            names = (ctypes.c_char_p * len(parts))(*(str(p).encode() for p in parts))
+            ptr, reason = load_logged(lambda: llama_cpp.llama_model_load_from_splits(names, len(parts), params))
         if not ptr:
             if cancelled:
                 raise LoadCancelled(str(parts[0]))
-            raise LlamaError(f"llama.cpp could not load {parts[0].name}: {_load_reason(reason)}")
+            raise LlamaError(f"llama.cpp could not load {parts[0].name}: {reason}")
         self.ptr = ptr
         self.path = parts[0]
         self.vocab = llama_cpp.llama_model_get_vocab(ptr)
@@ -501,144 +348,3 @@ class Sampler:
         if self.ptr:
             llama_cpp.llama_sampler_free(self.ptr)
             self.ptr = None
-
-
-# --- vision: llama.cpp's mtmd ---------------------------------------------------------------------
-
-MTMD_CHUNK_IMAGE = 1  # mtmd_input_chunk_type: 0 text, 1 image, 2 audio
-
-
-class Picture(Protocol):
-    """One picture for the projector: an encoded file's bytes, or raw RGB rows when `rgb_size` is set."""
-
-    @property
-    def data(self) -> bytes: ...
-
-    @property
-    def rgb_size(self) -> tuple[int, int] | None: ...  # (width, height) of raw RGB data
-
-
-class ImageChunk:
-    """A picture, or one slice of it, tokenized by mtmd and not yet encoded: `n_tokens` positions in the prompt.
-
-    `picture` is the index of the picture it comes from in the list given to Projector.tokenize.
-    """
-
-    def __init__(self, projector: Projector, ptr: int, n_tokens: int, picture: int) -> None:
-        self._projector = projector
-        self._ptr = ptr
-        self.n_tokens = n_tokens
-        self.picture = picture
-        self._release = weakref.finalize(self, mtmd_cpp.mtmd_input_chunk_free, ptr)
-
-    def encode(self) -> npt.NDArray[np.float32]:
-        """Run the vision encoder: one embedding row per position, (n_tokens, n_embd), copied."""
-        return self._projector.encode(self._ptr, self.n_tokens)
-
-
-class Projector:
-    """A vision projector (mmproj) loaded with mtmd beside its language model.
-
-    `marker` is the text that stands for a picture in a prompt: a caller-chosen string the user
-    cannot type by accident (the template's own `<im_patch>` can be typed).
-    """
-
-    def __init__(self, path: Path, model: Model, *, n_threads: int, marker: str) -> None:
-        init_backend()
-        params = mtmd_cpp.mtmd_context_params_default()
-        params.use_gpu = False
-        params.n_threads = n_threads
-        params.print_timings = False
-        params.warmup = False
-        self._marker = marker.encode()  # kept alive: mtmd reads the pointer while it initialises
-        params.media_marker = self._marker
-        _errors.first = None
-        try:
-            ptr = mtmd_cpp.mtmd_init_from_file(str(path).encode(), model.ptr, params)
-        finally:
-            reason, _errors.first = _errors.first, ""
-        if not ptr:
-            raise LlamaError(f"llama.cpp could not load the vision projector {path.name}: {_load_reason(reason)}")
-        self.ptr = ptr
-        self.path = path
-        self.model = model
-        self.marker = marker
-        self.n_embd = int(llama_cpp.llama_model_n_embd_inp(model.ptr))  # the rows mtmd gives: input width
-        # Pictures are decoded as plain causal embedding batches, split at n_batch like text.
-        unsupported = (
-            "has no vision encoder"
-            if not mtmd_cpp.mtmd_support_vision(ptr)
-            else "needs M-RoPE positions"
-            if mtmd_cpp.mtmd_decode_use_mrope(ptr)
-            else "needs non-causal attention over a picture"
-            if mtmd_cpp.mtmd_decode_use_non_causal(ptr, None)
-            else None
-        )
-        if unsupported:
-            self.close()
-            raise LlamaError(f"{path.name} is a vision projector Stride cannot run: it {unsupported}")
-
-    def close(self) -> None:
-        if self.ptr:
-            mtmd_cpp.mtmd_free(self.ptr)
-            self.ptr = None
-
-    def tokenize(self, text: str, pictures: Sequence[Picture]) -> list[list[int] | ImageChunk]:
-        """Split a prompt at its markers: text tokens and picture chunks, in order (BOS added when the model wants it).
-        A large picture gives several chunks (its slices, then its overview), with text tokens between.
-
-        Raises LlamaError when a picture cannot be decoded.
-        """
-        bitmaps = [self._bitmap(p, i) for i, p in enumerate(pictures)]
-        chunks = mtmd_cpp.mtmd_input_chunks_init()
-        try:
-            data = text.encode("utf-8")
-            text_in = mtmd_cpp.mtmd_input_text()
-            text_in.text = data
-            text_in.text_len = len(data)
-            text_in.add_special = True
-            text_in.parse_special = True
-            array = (mtmd_cpp.mtmd_bitmap_p_ctypes * max(len(bitmaps), 1))(*bitmaps)
-            rc = mtmd_cpp.mtmd_tokenize(self.ptr, chunks, ctypes.byref(text_in), array, len(bitmaps))
-            if rc != 0:
-                what = "the pictures and the prompt's markers do not match" if rc == 1 else "preprocessing failed"
-                raise LlamaError(f"could not tokenize the prompt with its pictures: {what}")
-            out: list[list[int] | ImageChunk] = []
-            for i in range(mtmd_cpp.mtmd_input_chunks_size(chunks)):
-                chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, i)
-                n = int(mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk))
-                if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == MTMD_CHUNK_IMAGE:
-                    picture = int(mtmd_cpp.mtmd_input_chunk_get_id(chunk) or b"0")  # the id _bitmap gave it
-                    out.append(ImageChunk(self, mtmd_cpp.mtmd_input_chunk_copy(chunk), n, picture))
-                else:
-                    n_text = ctypes.c_size_t()
-                    tokens = mtmd_cpp.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n_text))
-                    out.append([int(tokens[j]) for j in range(n_text.value)])
-            return out
-        finally:
-            mtmd_cpp.mtmd_input_chunks_free(chunks)
-            for bitmap in bitmaps:
-                mtmd_cpp.mtmd_bitmap_free(bitmap)
-
-    def _bitmap(self, picture: Picture, index: int) -> int:
-        if picture.rgb_size is not None:
-            width, height = picture.rgb_size
-            raw = (ctypes.c_uint8 * len(picture.data)).from_buffer_copy(picture.data)
-            bitmap = mtmd_cpp.mtmd_bitmap_init(width, height, raw)
-        else:
-            buf = (ctypes.c_uint8 * len(picture.data)).from_buffer_copy(picture.data)
-            bitmap = mtmd_cpp.mtmd_helper_bitmap_init_from_buf(self.ptr, buf, len(picture.data), False)
-        if not bitmap:
-            raise LlamaError(f"picture {index + 1} could not be decoded")
-        mtmd_cpp.mtmd_bitmap_set_id(bitmap, str(index).encode())
-        return int(bitmap)
-
-    def encode(self, chunk: int, n_tokens: int) -> npt.NDArray[np.float32]:
-        if not self.ptr:  # a prompt kept past its model's unloading
-            raise LlamaError("the vision projector was closed; render the prompt again")
-        if mtmd_cpp.mtmd_encode_chunk(self.ptr, chunk) != 0:
-            raise LlamaError("the vision encoder failed; see the log")
-        out = mtmd_cpp.mtmd_get_output_embd(self.ptr)
-        if not out:
-            raise LlamaError("the vision encoder gave no output")
-        return np.ctypeslib.as_array(out, shape=(n_tokens, self.n_embd)).copy()

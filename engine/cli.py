@@ -49,15 +49,6 @@ from engine.gguf import (
 from engine.logs import configure_logging
 from engine.options import EXIT_USAGE
 from engine.runtime import Runtime
-from engine.server import (
-    LocalHost,
-    ServedModel,
-    ServerConfig,
-    ServerStartError,
-    StrideServer,
-    bind,
-    is_loopback,
-)
 from engine.stats import ReplyStats
 
 # A closed stdout (`stride-cli generate ... | head`) ends the program quietly with the status a Unix
@@ -460,6 +451,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Starlette and uvicorn load here, for serve alone: every other command starts without them.
+    from engine.server import LocalHost, ServedModel, ServerConfig, ServerStartError, StrideServer, bind, is_loopback
+
     if not is_loopback(args.host) and not args.api_key:
         raise CliError(
             f"--host {args.host} lets other machines use the model: give --api-key KEY too "

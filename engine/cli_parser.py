@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine import about, options
 from engine.api import AUTO, DEMO_NAME, DRAFT_LENGTHS, DRAFT_SAMPLING
-from engine.server import ServerConfig
+from engine.server.config import ServerConfig  # plain values: no Starlette or uvicorn for every command
 
 DEFAULT_CTX = 4096
 DEFAULT_HOST = "127.0.0.1"

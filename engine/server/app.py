@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from engine.api import Delta
+from engine.server.config import ServerConfig
 from engine.server.errors import ApiError, invalid, unavailable
 from engine.server.host import ModelHost, RequestQueue, ServedModel, Ticket
 from engine.server.jobs import Event, Failed, Finished, generation_job
@@ -37,17 +38,6 @@ from engine.stats import ReplyStats
 log = logging.getLogger("stride.server")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    api_key: str | None = None  # required from every /v1 request when set (Authorization: Bearer KEY)
-    cors_origins: tuple[str, ...] = ()  # browsers' pages allowed to call the API; none by default
-    max_body_bytes: int = 8 * 1024 * 1024
-    max_tokens_limit: int = 32768  # the most a request may ask for, and what it gets when it asks nothing
-    queue_limit: int = 16  # requests waiting or running; a 503 beyond
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import time
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from engine.server.app import OnRequest, ServerConfig, create_app
+from engine.server.app import OnRequest, create_app
+from engine.server.config import ServerConfig
 from engine.server.host import ModelHost, RequestQueue
 
 GRACEFUL_SHUTDOWN_S = 5.0  # streams in flight get this long to end after their generation is stopped

@@ -88,3 +88,25 @@ def test_a_busy_port_is_said_before_loading(oracle_gguf: Path) -> None:
         )
     assert run.returncode == 2
     assert run.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "another --port" in run.stderr
+
+
+def test_only_serve_loads_starlette_and_uvicorn() -> None:
+    """Every stride-cli command parses its arguments; only serve pays for the HTTP stack (~0.2 s)."""
+    code = (
+        "import sys\n"
+        "from engine import cli\n"
+        "cli.build_parser().parse_args(['serve', '--model', 'x.gguf'])\n"
+        "loaded = lambda: sorted({m.split('.')[0] for m in sys.modules} & {'starlette', 'uvicorn'})\n"
+        "print(loaded())\n"
+        "from engine.server import StrideServer\n"
+        "print(loaded())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[]", "['starlette', 'uvicorn']"]

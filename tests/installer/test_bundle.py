@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import sysconfig
 import tarfile
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,6 +91,35 @@ def test_bundle_self_test_and_cli(dist: Path, tmp_path: Path) -> None:
     bundle = dist / "Stride"
     run_self_test([str(bundle / "stride")], tmp_path)
     run_cli([str(bundle / "stride-cli")], tmp_path)
+
+
+def test_bundle_serves_the_openai_api(dist: Path, tmp_path: Path) -> None:
+    """The frozen stride-cli serve: Starlette and uvicorn came along, a chat request gets its reply,
+    and Ctrl+C stops it cleanly."""
+    command = [str(dist / "Stride" / "stride-cli"), "serve", "--model", "demo", "--port", "0", "--threads", "1"]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=user_env(tmp_path / "home"), cwd="/"
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        match = re.search(r"at (http://127\.0\.0\.1:\d+)/v1 ", line)
+        assert match, f"no address in {line!r}: {proc.stderr.read() if proc.poll() is not None else ''}"
+        body = {"model": "any", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "temperature": 0}
+        request = urllib.request.Request(
+            match.group(1) + "/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            reply = json.loads(response.read())
+        assert reply["usage"]["completion_tokens"] == 8 and reply["choices"][0]["message"]["content"] is not None
+        proc.send_signal(signal.SIGINT)  # Ctrl+C
+        assert proc.wait(30) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
 
 
 def test_bundle_is_complete(dist: Path) -> None:

@@ -206,12 +206,7 @@ class Context:
                 embd.data = hidden[i].ctypes.data_as(ctypes.POINTER(ctypes.c_float))
                 if not llama_cpp.llama_batch_ext_set_embd_token(batch, idx, embd):
                     raise LlamaError("MTP hidden-state row rejected")
-        rc = llama_cpp.llama_process(self.ptr, llama_cpp.LLAMA_PROCESS_TYPE_DECODE, batch)
-        if rc == 2:
-            raise DecodeAborted()
-        if rc != 0:
-            reason = "no free KV-cache slot (context full)" if rc == 1 else f"error code {rc}"
-            raise LlamaError(f"decode failed at position {pos0}: {reason}")
+        self._process(batch, pos0)
 
     def logits(self, i: int) -> npt.NDArray[np.float32]:
         """Logits of output row i (a view into llama.cpp's buffer, valid until the next decode)."""
@@ -251,6 +246,9 @@ class Context:
                 raise LlamaError(f"batch rejected an image embedding row (code {idx})")
             self._pos.value = pos0 + i
             llama_cpp.llama_batch_ext_set_pos(batch, idx, ctypes.byref(self._pos))
+        self._process(batch, pos0)
+
+    def _process(self, batch: llama_cpp.llama_batch_ext_p, pos0: int) -> None:
         rc = llama_cpp.llama_process(self.ptr, llama_cpp.LLAMA_PROCESS_TYPE_DECODE, batch)
         if rc == 2:
             raise DecodeAborted()

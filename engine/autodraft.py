@@ -58,6 +58,7 @@ class AutoDraft:
     phase: Phase = "trial"
     plain_pace: float | None = None  # seconds per token at Off
     draft_pace: float | None = None  # seconds per token while drafting
+    draft_yield: float | None = None  # tokens per drafting step: the most drafting can be faster by
     _phase_left: int = TRIAL_STEPS
     _retry_interval: int = RETRY_MIN
     _since_trial: int = 0  # steps since drafting was last tried
@@ -78,7 +79,7 @@ class AutoDraft:
         plain = self.plain_pace or self.costs.verify_seconds(1)  # before Off is timed: a bound below it
         if plain is None or not self.draft_pace:
             return None
-        return plain / self.draft_pace
+        return _at_most_yield(plain / self.draft_pace, self.draft_yield)
 
     # Deciding ------------------------------------------------------------------------
 
@@ -104,6 +105,7 @@ class AutoDraft:
         self._since_trial = 0 if self.phase == "trial" else self._since_trial + 1
         if plan.draft:
             self.draft_pace = _smoothed(self.draft_pace, pace)
+            self.draft_yield = _averaged(self.draft_yield, float(n_tokens))
         elif self.phase != "fill":
             self.plain_pace = _smoothed(self.plain_pace, pace)
         self._phase_left -= 1
@@ -182,3 +184,15 @@ def _number(value: object) -> float | None:
 
 def _smoothed(average: float | None, sample: float) -> float:
     return sample if average is None else average + SMOOTHING * (min(sample, 2.0 * average) - average)
+
+
+def _at_most_yield(speedup: float, tokens_per_step: float | None) -> float:
+    """A step verifying k rows costs at least one row's time, so drafting is at most tokens-per-step
+    times faster than plain decoding: a larger figure compares paces timed under different loads
+    (a plain pace remembered from a busier moment) and is cut to that bound."""
+    return min(speedup, tokens_per_step) if tokens_per_step else speedup
+
+
+def _averaged(average: float | None, sample: float) -> float:
+    """A moving average without the pace's cut of slow outliers: a long accepted run is no outlier."""
+    return sample if average is None else average + SMOOTHING * (sample - average)

@@ -58,6 +58,7 @@ class DraftCosts:
     _trials: list[float] = field(init=False)  # per head: decayed outcomes given the chain before it survived
     _accepted: list[float] = field(init=False)
     _seconds_per_token: float | None = None
+    _tokens_per_step: float | None = None
     _step: int = 0
     # While set (Auto's trials), the first head always drafts, so its acceptance is measured however
     # low an early run of misses (a prompt's end, say) pushed its estimate.
@@ -104,9 +105,10 @@ class DraftCosts:
     def speedup_vs_plain(self) -> float | None:
         """Tokens/s now over plain decoding's (one row verified per token), from the measured costs."""
         plain = self._verify[1]
-        if plain is None or not self._seconds_per_token:
+        if plain is None or not self._seconds_per_token or not self._tokens_per_step:
             return None
-        return plain / self._seconds_per_token
+        # A step costs at least one row's time: no more than tokens-per-step faster, whatever the noise.
+        return min(plain / self._seconds_per_token, self._tokens_per_step)
 
     # Decisions -----------------------------------------------------------------------
 
@@ -157,6 +159,11 @@ class DraftCosts:
         if n_emitted:
             per_token = step_seconds / n_emitted
             self._seconds_per_token = _smoothed(self._seconds_per_token, per_token)
+            self._tokens_per_step = (
+                n_emitted
+                if self._tokens_per_step is None
+                else self._tokens_per_step + SMOOTHING * (n_emitted - self._tokens_per_step)
+            )
         for head in range(min(rows - 1, self.max_depth)):  # head k is tried only when heads before it passed
             if head > accepted:
                 break

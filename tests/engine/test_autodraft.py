@@ -282,3 +282,12 @@ def test_after_a_long_stretch_at_off_the_next_prompt_rereads_only_the_heads_wind
     runtime.generator.reset()
     again = runtime.generate(follow_up, GenerationParams(max_tokens=100, mtp_depth=0))
     assert second.token_ids == again.token_ids and second.stats.n_accepted > 0
+
+
+def test_a_plain_pace_from_a_busier_moment_cannot_claim_more_than_the_tokens_per_step() -> None:
+    auto = AutoDraft(3, WINDOW)
+    auto.plain_pace = 0.5  # remembered from a load on a busy machine
+    for _ in range(4):
+        auto.record(StepPlan(rows=True, draft=True, restart_heads=False), 0.02, 2)
+    speedup = auto.speedup_vs_plain()
+    assert speedup is not None and speedup <= 2.0

@@ -158,3 +158,14 @@ def test_while_exploring_the_first_head_always_drafts() -> None:
     costs.exploring = True
     assert costs.wants_head(0, 1.0, 1) and costs.keeps(0.3, 1)
     assert not costs.keeps(0.3, 2)  # deeper drafts still only where they pay
+
+
+def test_speedup_is_never_more_than_the_tokens_a_step_yields() -> None:
+    """A plain row timed in a busy moment must not make drafting look 20x faster: a step verifying
+    k rows costs at least one row, so the figure is cut to the tokens per step."""
+    costs = DraftCosts(3)
+    costs.record_step(1, 0.200, 0.200, 1, 0)  # plain, while another program ran
+    for _ in range(5):
+        costs.record_step(3, 0.010, 0.012, 3, 2)
+    speedup = costs.speedup_vs_plain()
+    assert speedup is not None and 2.0 < speedup <= 3.0

@@ -30,6 +30,7 @@ from app.views.figures import DASH
 
 LOG_ROWS = 50  # the newest requests; the log file keeps everything
 LOG_COLUMNS = ("Time", "Endpoint", "Tokens", "tok/s", "Status")
+PANEL_WIDTH = 430  # the log's five columns with /v1/chat/completions in full
 
 
 class ServerPanel(QDockWidget):
@@ -101,11 +102,11 @@ class ServerPanel(QDockWidget):
         self.log.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         header = self.log.header()
         header.setStretchLastSection(False)
-        for i in range(len(LOG_COLUMNS)):
-            header.setSectionResizeMode(i, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # the endpoint whole, never "…"
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)  # the spare width goes to the endpoint
         column.addWidget(self.log, 1)
         self.setWidget(body)
+        self.setMinimumWidth(PANEL_WIDTH)
 
         self.switch.toggled.connect(self._on_switch)
         self.copy_button.clicked.connect(lambda: self.sig_copy_address.emit(self.address_edit.text()))

@@ -61,6 +61,8 @@ class ServerPart(RepliesPart):
             self.stop_server()
             self._remember_server(enabled=False)
             return
+        if self.server is not None:  # on already (the settings file turned it on at startup)
+            return
         host, port, key = self.window.server_panel.fields()
         problem = _fields_problem(host, key)
         if problem:

@@ -186,3 +186,17 @@ def test_a_busy_port_is_said_in_the_panel(qtbot: QtBot, make_app: Callable[..., 
             panel.switch.click()
     assert state.args[0] is None and not panel.switch.isChecked()
     assert panel.problem_label.text().endswith("Address already in use; choose another port.")
+
+
+def test_a_server_left_on_starts_again_with_the_window(qtbot: QtBot, make_app: Callable[..., AppHarness]) -> None:
+    port = free_port()
+    app = make_app(server_enabled=True, server_port=port)  # as read from the settings file
+    server = app.controller.server
+    assert server is not None and server.url == f"http://127.0.0.1:{port}"
+    assert app.window.server_panel.state_label.text() == "● Running"
+    assert [m.id for m in client(server.url).models.list().data] == [app.controller.loaded.info.path.name]  # type: ignore[union-attr]
+    app.controller.set_server_on(True)  # on already: the same server goes on serving
+    assert app.controller.server is server
+    assert (
+        app.window.server_panel.state_label.text() == "● Running" and app.window.server_panel.problem_label.text() == ""
+    )

@@ -4,7 +4,9 @@ The worker owns the loaded model. The GUI sends it requests through queued
 signals and gets results back as signals, each tagged with the request id so a
 late result from a cancelled or superseded request is recognised and dropped by
 the receiver. Stopping is a flag the GUI sets directly (`request_stop`): the
-worker is busy inside a decode loop, so a queued call would only arrive after it.
+worker is busy inside a decode loop, so a queued call would only arrive after it. The flag
+names the newest request it stops, so a request still queued (behind a server request, say)
+starts stopped rather than clearing the flag.
 
 The worker is also the server's `ModelHost`: a request from another app is a job queued onto
 the engine thread behind the GUI's own replies (one FIFO, one KV cache), run between them.
@@ -172,6 +174,7 @@ class EngineWorker(QObject):
         super().__init__()
         self._runtime: Runtime | None = None
         self._stop = threading.Event()
+        self._stopped_up_to = 0  # requests with ids up to this one were stopped, perhaps before they started
         # The server's threads ask what is served and queue jobs; the lock guards what they read.
         self._lock = threading.Lock()
         self._served: ServedModel | None = None
@@ -181,8 +184,16 @@ class EngineWorker(QObject):
 
     # Called from the GUI thread directly -------------------------------------------
 
-    def request_stop(self) -> None:
+    def request_stop(self, up_to: int) -> None:
+        """Stop the request running now and every queued one with an id up to `up_to`."""
+        self._stopped_up_to = max(self._stopped_up_to, up_to)
         self._stop.set()
+
+    def _start_request(self, request_id: int) -> None:
+        """A new request runs: the flag is down unless the GUI stopped this request already."""
+        self._stop.clear()
+        if request_id <= self._stopped_up_to:  # read after the clear: a stop arriving meanwhile is kept
+            self._stop.set()
 
     def set_serve_defaults(self, defaults: GenerationParams) -> None:
         """The GUI's MTP settings, which server requests run with (they set sampling themselves)."""
@@ -234,7 +245,7 @@ class EngineWorker(QObject):
 
     @Slot(int, object)
     def load(self, request_id: int, request: LoadRequest) -> None:
-        self._stop.clear()
+        self._start_request(request_id)
         self._close_runtime()
         what = _files_named(request.model_path, request.mtp_path)
         log.info("loading %s", what)
@@ -274,7 +285,7 @@ class EngineWorker(QObject):
 
     @Slot(int, object)
     def generate(self, request_id: int, request: GenerateRequest) -> None:
-        self._stop.clear()
+        self._start_request(request_id)
         runtime = self._runtime
         if runtime is None:
             self.sig_failed.emit(request_id, Failure("no_model", "No model is loaded."))
@@ -359,6 +370,7 @@ class EngineClient(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._ids = itertools.count(1)
+        self._last_id = 0  # the newest request handed out: stop() stops it and any before it
         self.engine_thread = QThread()
         self.engine_thread.setObjectName("stride-engine")
         self.worker = EngineWorker()
@@ -371,12 +383,12 @@ class EngineClient(QObject):
         self.engine_thread.start()
 
     def load(self, request: LoadRequest) -> int:
-        request_id = next(self._ids)
+        request_id = self._last_id = next(self._ids)
         self.sig_request_load.emit(request_id, request)
         return request_id
 
     def generate(self, request: GenerateRequest) -> int:
-        request_id = next(self._ids)
+        request_id = self._last_id = next(self._ids)
         self.sig_request_generate.emit(request_id, request)
         return request_id
 
@@ -385,13 +397,13 @@ class EngineClient(QObject):
         self.sig_request_forget_auto.emit()
 
     def stop(self) -> None:
-        self.worker.request_stop()
+        self.worker.request_stop(self._last_id)
 
     def shutdown(self, timeout_ms: int = 30_000) -> bool:
         """Cancel whatever runs, free the model, end the thread. Never terminate()."""
         if not self.engine_thread.isRunning():
             return True
-        self.worker.request_stop()
+        self.worker.request_stop(self._last_id)
         self.sig_request_unload.emit()
         self.engine_thread.quit()
         return bool(self.engine_thread.wait(timeout_ms))

@@ -200,3 +200,20 @@ def test_a_server_left_on_starts_again_with_the_window(qtbot: QtBot, make_app: C
     assert (
         app.window.server_panel.state_label.text() == "● Running" and app.window.server_panel.problem_label.text() == ""
     )
+
+
+def test_stopping_a_message_that_waits_behind_a_request_stops_it_before_it_starts(
+    qtbot: QtBot, make_app: Callable[..., AppHarness], long_live_gguf: Path
+) -> None:
+    app = make_app(str(long_live_gguf), max_tokens=64, n_ctx=4096)
+    url = turn_on(qtbot, app)
+    with qtbot.waitSignal(app.controller.engine.worker.sig_serving, timeout=30_000):
+        call = InThread(lambda: client(url).completions.create(model="m", prompt=PROMPT, max_tokens=400, temperature=0))
+    app.window.composer.edit.setPlainText("alpha bravo")
+    with qtbot.waitSignal(app.controller.sig_reply_finished, timeout=60_000) as finished:
+        app.window.composer.send_button.click()
+        app.window.composer.stop_button.click()  # while the server's request still runs
+    call.join()
+    assert call.error is None and call.result.usage.completion_tokens == 400  # the request was not stopped
+    result = finished.args[0]
+    assert result is not None and result.stats.stop_reason == "cancelled" and result.n_tokens == 0

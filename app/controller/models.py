@@ -34,6 +34,7 @@ class ModelsPart(ControllerBase):
         self.inspector = ModelInspector(self)  # reads models for the picker, off the GUI thread
         self.load_request = 0
         self._loading: tuple[ModelChoice, ModelChoice, str] = ("", "", "")  # asked again when it does not fit
+        self._proposed: Path | None = None  # the vision file found beside the model for this load, if any
 
     def _offer_models(self, text: str) -> None:
         """A notice with the two ways to get a model: the built-in demo, or a file."""
@@ -65,6 +66,7 @@ class ModelsPart(ControllerBase):
         projector_path: str | None = None,
         *,
         check_memory: bool = True,
+        beside: bool = True,
     ) -> None:
         """Load on the engine thread; with check_memory, a model too big for free memory is not
         loaded until the user says so (startup, settings reload and notices come this way).
@@ -72,7 +74,7 @@ class ModelsPart(ControllerBase):
         Each path may be any part of a multi-part set (the whole set loads), or a tuple of parts
         picked together; settings and the recent list keep the set's part 1, one entry per set.
         projector_path: the vision file; None keeps the one set for this model, "" takes an
-        mmproj*.gguf beside the model if there is one."""
+        mmproj*.gguf beside the model if there is one (unless `beside` is False: text only)."""
         if projector_path is None:
             same_model = remembered(model_path) == self.settings.model_path
             projector_path = self.settings.projector_path if same_model else ""
@@ -95,8 +97,9 @@ class ModelsPart(ControllerBase):
         mtp = engine_paths(mtp_path) if mtp_path else None
         first = path if isinstance(path, Path) else path[0]
         projector = Path(projector_path) if projector_path else None
-        if projector is None and model_path != DEMO_NAME:
-            projector = projector_beside(first)  # as model hubs ship them: proposed without asking
+        self._proposed = None
+        if projector is None and model_path != DEMO_NAME and beside:
+            projector = self._proposed = projector_beside(first)  # as model hubs ship them: proposed without asking
         request = LoadRequest(path, mtp, self.settings.load_options(), check_memory=check_memory, projector=projector)
         self.load_request = self.engine.load(request)
 
@@ -153,6 +156,12 @@ class ModelsPart(ControllerBase):
 
     def _on_load_failed(self, request_id: int, failure: Failure) -> None:
         if request_id != self.load_request:
+            return
+        proposed = self._proposed
+        if proposed is not None and failure.kind != "cancelled" and proposed.name in failure.message:
+            # A vision file merely found beside the model must not keep the model from loading: text only.
+            self.load_model(*self._loading, beside=False)
+            self._notice(f"Loaded without pictures: {failure.message}.")
             return
         if failure.kind != "cancelled":
             show_error(self.window, "The model could not be loaded", failure.message, failure.details)

@@ -291,3 +291,19 @@ def test_a_vision_file_beside_the_model_is_proposed(
     assert app.controller.loaded is not None and app.controller.loaded.reads_pictures
     assert app.controller.settings.projector_path == ""  # still "beside the model": moving both keeps working
     assert "reads pictures" in app.window.model_label.toolTip() and app.window.composer.reads_pictures
+
+
+def test_a_vision_file_for_another_model_beside_it_does_not_stop_the_load(
+    qtbot: QtBot,
+    make_app: Callable[..., AppHarness],
+    vision_pair: VisionPair,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    model = folder / vision_pair.model.name
+    shutil.copyfile(vision_pair.model, model)
+    vf.build_projector(folder / "mmproj-other.gguf", n_embd_out=256)
+    app = make_app(str(model), n_ctx=1024)
+    assert app.controller.loaded is not None and not app.controller.loaded.reads_pictures
+    assert notice(app).startswith("Loaded without pictures: mmproj-other.gguf makes image tokens 256 wide")

@@ -87,6 +87,8 @@ def test_a_picture_is_attached_sent_read_stored_and_shown(
     layout = view.delegate.layout(0)
     [(digest, rect)] = layout.pictures
     assert digest == stored.stem and layout.bubble is not None and layout.bubble.contains(rect)
+    spoken = view.transcript_model.data(view.transcript_model.index(0), Qt.ItemDataRole.AccessibleTextRole)
+    assert spoken == "You, 1 picture (click to view larger): What colour?"
     with qtbot.waitSignal(view.sig_picture_shown) as shown:
         index_rect = view.visualRect(view.transcript_model.index(0))
         click = index_rect.topLeft() + rect.center() + QPoint(view.content_shift(), 0)

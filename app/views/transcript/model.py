@@ -166,6 +166,9 @@ class TranscriptModel(QAbstractListModel):
             label = ROLE_LABELS.get(state.role, state.role.capitalize())
             badge = BADGES.get(state.status)
             prefix = f"{label} ({badge.lower()})" if badge else label
+            n_pictures = len(state.message.images)
+            if n_pictures:  # a screen reader hears that pictures are there, and that they open larger
+                prefix += f", {n_pictures} picture{'s' if n_pictures > 1 else ''} (click to view larger)"
             return f"{prefix}: {state.text('answer')}"
         if role == Qt.ItemDataRole.AccessibleDescriptionRole:
             return state.summary

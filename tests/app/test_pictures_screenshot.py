@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
+from app.theme import apply_theme
 from tests.app.conftest import AppHarness
 from tests.app.pixels import count_colour, region, rgb_pixels
 from tests.app.test_pictures import first_word, send, vision_app
@@ -37,6 +39,9 @@ def test_pictures_screenshot(
     tmp_path: Path,
     screenshot_dir: Path,
 ) -> None:
+    qt_app = QApplication.instance()
+    assert isinstance(qt_app, QApplication)
+    apply_theme(qt_app, "light")  # as the README's other pictures, whichever test ran before
     app = vision_app(make_app, vision_pair)
     app.controller.settings.max_tokens = 24  # a few words of the reply to show
     window = app.window

@@ -176,7 +176,7 @@ def build(
             unsure[list(wrong)] = True
             first = [succ[t] if t in wrong and t % 2 else table[t] for t in range(len(vocab))]
             second = [succ[succ[t]] if first[t] == succ[t] else succ[t] for t in range(len(vocab))]
-            head.shared_head_head = synth.calibrated_readout(embd, first, second, unsure, logit_gap, 0.2)
+            head.shared_head_head = synth.calibrated_readout(embd, first, second, unsure)
         heads.append(head)
     blocks = [synth.zero_block(shape, layer=i) for i in range(n_layer)]
     for block in blocks:  # zero experts (the text follows the table) but routing that differs per token

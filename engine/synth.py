@@ -15,6 +15,7 @@ tokens, printable ASCII characters and caller-chosen pieces.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -299,12 +300,28 @@ def readout(embd: F32, next_of: Sequence[int], logit_gap: float | npt.NDArray[np
 
 
 def calibrated_readout(
-    embd: F32, first: Sequence[int], second: Sequence[int], unsure: npt.NDArray[np.bool_], gap: float, split: float
+    embd: F32,
+    first: Sequence[int],
+    second: Sequence[int],
+    unsure: npt.NDArray[np.bool_],
+    sure_p: float = 0.97,
+    unsure_p: float = 0.45,
+    split: float = 0.2,
 ) -> F32:
-    """Output rows of a calibrated head: sure of first[x] (by `gap`) where unsure[x] is False; elsewhere
-    first[x] only `split` above second[x], both about gap / 2 above the rest (a top probability near 0.45)."""
-    top = np.where(unsure, gap / 2 + split, gap)
-    runner = np.where(unsure, gap / 2, 0.0)
+    """Output rows of a calibrated head, its probabilities set over the whole vocabulary: sure of
+    first[x] (top probability about sure_p) where unsure[x] is False; elsewhere first[x] only `split`
+    above second[x] (top probability about unsure_p, the runner-up close behind).
+
+    A fixed logit gap would not do: a gap of 8 over 8,192 other tokens at about 0 leaves the top
+    token a probability of 0.27, so "sure" heads would look unsure to dynamic drafting.
+    """
+    n = embd.shape[0]
+    # top = e^g / (e^g + n - 1) = sure_p
+    sure_gap = math.log(sure_p / (1.0 - sure_p) * (n - 1))
+    # top = e^(b + split) / (e^(b + split) + e^b + n - 2) = unsure_p
+    pair = math.log(unsure_p * (n - 2) / (math.exp(split) * (1.0 - unsure_p) - unsure_p))
+    top = np.where(unsure, pair + split, sure_gap)
+    runner = np.where(unsure, pair, 0.0)
     return readout(embd, first, top) + readout(embd, second, runner)
 
 

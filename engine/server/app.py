@@ -239,7 +239,9 @@ class _Api:
                 watcher.cancel()  # from here on the stream notices the client leaving
                 stream = _chat_stream if isinstance(parsed, ChatRequest) else _text_stream
                 return StreamingResponse(
-                    _guarded(stream(parsed, events, head), ticket), media_type="text/event-stream", headers=SSE_HEADERS
+                    _guarded(stream(parsed, events, head), ticket, self.queue),
+                    media_type="text/event-stream",
+                    headers=SSE_HEADERS,
                 )
             while True:
                 event = await events.next()
@@ -319,13 +321,16 @@ async def _stop_on_disconnect(request: Request, ticket: Ticket) -> None:
             return
 
 
-async def _guarded(chunks: AsyncIterator[str], ticket: Ticket) -> AsyncIterator[str]:
-    """However the stream ends (done, the client gone, the server stopping), generation stops."""
+async def _guarded(chunks: AsyncIterator[str], ticket: Ticket, queue: RequestQueue) -> AsyncIterator[str]:
+    """However the stream ends (done, the client gone, the server stopping), generation stops; the
+    queue counts the stream open until its last chunk went out, so a shutdown can wait for it."""
+    queue.stream_opened()
     try:
         async for chunk in chunks:
             yield chunk
     finally:
         ticket.stop.set()
+        queue.stream_closed()
 
 
 def _sse(data: dict[str, Any] | str) -> str:

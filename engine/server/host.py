@@ -77,6 +77,7 @@ class RequestQueue:
         self.limit = limit
         self._lock = threading.Lock()
         self._tickets: set[Ticket] = set()
+        self._streams = 0
 
     def enter(self) -> Ticket:
         with self._lock:
@@ -97,6 +98,20 @@ class RequestQueue:
     def in_flight(self) -> int:
         with self._lock:
             return len(self._tickets)
+
+    @property
+    def streams_open(self) -> int:
+        """Streamed responses not yet fully sent (their generation may already have ended)."""
+        with self._lock:
+            return self._streams
+
+    def stream_opened(self) -> None:
+        with self._lock:
+            self._streams += 1
+
+    def stream_closed(self) -> None:
+        with self._lock:
+            self._streams -= 1
 
     def stop_all(self, error: ApiError | None = None) -> None:
         """Every request in flight stops at its next decode step: shutting down (its reply so far

@@ -118,6 +118,11 @@ class StrideServer:
     def stop(self) -> None:
         """Stop every request in flight at its next decode step, close the connections, end the thread."""
         self.queue.stop_all()
+        # Let stopped streams send their last chunk and [DONE] before uvicorn's shutdown starts:
+        # under load its shutdown could cancel a stream still finishing (an incomplete chunked body).
+        deadline = time.monotonic() + GRACEFUL_SHUTDOWN_S
+        while (self.queue.in_flight or self.queue.streams_open) and time.monotonic() < deadline:
+            time.sleep(0.01)
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(GRACEFUL_SHUTDOWN_S + 5)

@@ -92,3 +92,15 @@ def test_writers_of_one_file_at_once_do_not_collide(tmp_path: Path) -> None:
     assert errors == []
     assert inspect_model(path).n_layer == 1
     assert [p.name for p in tmp_path.iterdir()] == ["same.gguf"]
+
+
+def test_a_new_demo_version_removes_the_older_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade builds the new demo and deletes the old files (190 MB each); other files stay."""
+    old = [tmp_path / f"stride-demo-v{n}.gguf" for n in range(1, demo.DEMO_VERSION)]
+    unrelated = [tmp_path / "stride-demo-vX.gguf", tmp_path / "my-model.gguf"]
+    for path in old + unrelated:
+        path.write_bytes(b"GGUF")
+    monkeypatch.setattr(demo, "build_demo_model", lambda path: path.write_bytes(b"GGUF") and path)
+    current = tmp_path / f"stride-demo-v{demo.DEMO_VERSION}.gguf"
+    assert demo.ensure_demo_model(current) == current
+    assert sorted(p.name for p in tmp_path.glob("*.gguf")) == sorted(p.name for p in [current, *unrelated])

@@ -10,8 +10,10 @@ than plain decoding. So Auto times both, side by side on the same text:
 - **Drafting**: rows on, heads kept up, each step drafting as far as it pays.
 
 It starts with a trial of drafting, then a few plain steps (unless drafting already beat a bound
-below plain decoding's pace: verifying one row), and keeps the faster (drafting must win by
-MARGIN). Each look that confirms the mode puts the next one twice as far off (RETRY_MIN..
+below plain decoding's pace: verifying one row), and keeps the faster. Drafting's pace counts only
+the steps that draft as far as it pays, not those dynamic drafting spends timing a batch size: those
+probe lengths the odds would not choose, and on a model where drafting wins by a few % they made a
+trial read as a tie and choose Off. Each look that confirms the mode puts the next one twice as far off (RETRY_MIN..
 RETRY_MAX steps); at Off a new reply, being new text, gets a trial soon. A trial after Off first
 turns rows on for the heads' sliding window: a head attends only its last n_swa
 positions, so once it has seen that many it drafts exactly as if it had never stopped. While
@@ -34,8 +36,16 @@ Mode = Literal["off", "draft"]
 Phase = Literal["settled", "fill", "trial", "plain"]
 SMOOTHING = 0.2  # weight of a new step in a pace's moving average
 TRIAL_STEPS = 12  # drafting steps in a trial (the first trial also times every batch size once)
+# A trial ends early once this many of its steps ran drafting LOSING slower than Off's known pace: where
+# Off is best, a full trial at each new reply cost a few % of a short reply.
+TRIAL_MIN_DRAFTS = 4
+LOSING = 0.10
 PLAIN_STEPS = 6  # plain steps that time Off
-MARGIN = 0.02  # drafting must beat plain decoding by this share to be kept
+# A pace must differ by this share to act on before the next look: drafting this much slower than Off's
+# last pace has Off timed at once (within it, drafting runs on to the look: one slow step in a near tie had
+# Off timed and often chosen, and leaving Off costs a refill of the heads' window), and a trial this much
+# faster than one row's verification skips timing Off.
+MARGIN = 0.02
 RETRY_MIN = 96  # steps before the other mode is timed again ...
 RETRY_MAX = 1024  # ... doubling each time the look confirms the mode, up to this
 NEW_REPLY_RETRY = 4  # at Off, a new reply's trial starts this many steps in
@@ -59,7 +69,9 @@ class AutoDraft:
     plain_pace: float | None = None  # seconds per token at Off
     draft_pace: float | None = None  # seconds per token while drafting
     draft_yield: float | None = None  # tokens per drafting step: the most drafting can be faster by
+    _draft_seconds: float | None = None  # seconds per drafting step (draft_pace is this over draft_yield)
     _phase_left: int = TRIAL_STEPS
+    _trial_drafts: int = 0  # steps of the current trial that drafted by the odds (not timing probes)
     _retry_interval: int = RETRY_MIN
     _since_trial: int = 0  # steps since drafting was last tried
     _rows_on: bool = True  # the heads have seen every position so far (prompt evaluation feeds them)
@@ -85,9 +97,11 @@ class AutoDraft:
 
     def new_reply(self) -> None:
         """The prompt has just been evaluated, the heads given (at least) their window of it. New text,
-        which the heads may suit better: at Off, try drafting a few tokens in, unless a trial was lately."""
+        which the heads may suit better: at Off, try drafting a few tokens in, unless a trial was lately.
+        A fill under way is complete: the prompt filled the heads' window (a fill of n_swa steps
+        carried into the next reply would otherwise keep rows on, drafting nothing, for all of it)."""
         self._rows_on = True
-        if self.settled_off and self._since_trial >= RETRY_MIN:
+        if self.phase == "fill" or (self.settled_off and self._since_trial >= RETRY_MIN):
             self.phase, self._phase_left = "fill", NEW_REPLY_RETRY
 
     def plan(self) -> StepPlan:
@@ -99,19 +113,21 @@ class AutoDraft:
         self._rows_on = rows
         return StepPlan(rows=rows, draft=drafting, restart_heads=restart)
 
-    def record(self, plan: StepPlan, step_seconds: float, n_tokens: int) -> None:
-        """One step ran as planned, yielding n_tokens in step_seconds (drafting's parts go to `costs`)."""
-        pace = step_seconds / max(n_tokens, 1)
+    def record(self, plan: StepPlan, step_seconds: float, n_tokens: int, *, probe: bool = False) -> None:
+        """One step ran as planned, yielding n_tokens in step_seconds (drafting's parts go to `costs`).
+        probe: a drafting step of a length set to time a batch size, not by the odds (DraftCosts.forced_length)."""
         self._since_trial = 0 if self.phase == "trial" else self._since_trial + 1
-        if plan.draft:
-            self.draft_pace = _smoothed(self.draft_pace, pace)
-            self.draft_yield = _averaged(self.draft_yield, float(n_tokens))
-        elif self.phase != "fill":
-            self.plain_pace = _smoothed(self.plain_pace, pace)
+        if plan.draft and not probe:
+            self._record_drafting(step_seconds, n_tokens)
+            self._trial_drafts += 1
+        elif not plan.draft and self.phase != "fill":
+            self.plain_pace = _smoothed(self.plain_pace, step_seconds / max(n_tokens, 1))
         self._phase_left -= 1
-        slower = bool(self.plain_pace and self.draft_pace and self.draft_pace > self.plain_pace)
+        slower = bool(self.plain_pace and self.draft_pace and self.draft_pace > self.plain_pace * (1.0 + MARGIN))
         if self.phase == "settled" and self.mode == "draft" and slower:
             self._phase_left = 0  # the text no longer suits the heads: time Off now
+        if self.phase == "trial" and self._trial_drafts >= TRIAL_MIN_DRAFTS and self._losing():
+            self._phase_left = 0  # no need to see the rest of the trial: decide now
         if self._phase_left > 0:
             return
         if self.settled_off:
@@ -123,8 +139,20 @@ class AutoDraft:
         else:  # a trial or Off's timing ended: which is faster now?
             self._decide()
 
+    def _record_drafting(self, step_seconds: float, n_tokens: int) -> None:
+        """Seconds per step over tokens per step, each averaged: an average of each step's own pace would
+        weigh a one-token step (a draft rejected at once) like a four-token one, and read drafting slow."""
+        bound = 2.0 * self.draft_pace * n_tokens if self.draft_pace else step_seconds  # a step slowed by another load
+        self._draft_seconds = _averaged(self._draft_seconds, min(step_seconds, bound))
+        self.draft_yield = _averaged(self.draft_yield, float(n_tokens))
+        self.draft_pace = self._draft_seconds / max(self.draft_yield, 1.0)
+
+    def _losing(self) -> bool:
+        return bool(self.plain_pace and self.draft_pace and self.draft_pace > self.plain_pace * (1.0 + LOSING))
+
     def _begin(self, phase: Phase) -> None:
         self.phase = phase
+        self._trial_drafts = 0
         self._phase_left = {
             "fill": (self.window or 0) + 1,
             "trial": TRIAL_STEPS,
@@ -141,7 +169,7 @@ class AutoDraft:
     def _decide(self) -> None:
         """Keep the faster; the next look comes later each time it confirms the mode, soon after a change."""
         plain, drafting = self.plain_pace or self.costs.verify_seconds(1), self.draft_pace
-        mode: Mode = "draft" if plain and drafting and drafting < plain * (1.0 - MARGIN) else "off"
+        mode: Mode = "draft" if plain and drafting and drafting < plain else "off"
         if mode == self.mode:
             self._retry_interval = min(self._retry_interval * 2, RETRY_MAX)
         else:
@@ -158,6 +186,7 @@ class AutoDraft:
             "mode": self.mode,
             "plain_pace": self.plain_pace,
             "draft_pace": self.draft_pace,
+            "draft_yield": self.draft_yield,
             "retry_interval": self._retry_interval,
             "costs": self.costs.state(),
         }
@@ -172,6 +201,9 @@ class AutoDraft:
         self.mode = data["mode"]
         self.plain_pace = _number(data.get("plain_pace"))
         self.draft_pace = _number(data.get("draft_pace"))
+        self.draft_yield = _number(data.get("draft_yield"))
+        if self.draft_pace:
+            self._draft_seconds = self.draft_pace * (self.draft_yield or 1.0)
         self._retry_interval = min(max(int(data.get("retry_interval", RETRY_MIN)), RETRY_MIN), RETRY_MAX)
         self._since_trial = RETRY_MIN  # a new load is new text: its first reply may try drafting
         self._begin("settled")

@@ -391,7 +391,7 @@ class Generator:
                     costs.record_draft_call(head, seconds)
                 costs.record_step(len(batch), verify_seconds, step_seconds, len(sampled), n_accepted)
             if auto:
-                auto.record(plan, step_seconds, len(sampled))
+                auto.record(plan, step_seconds, len(sampled), probe=forced is not None)
                 stats.depth_now = len(draft) if plan.draft else 0
                 stats.auto_mode = "drafting" if plan.draft else "off"
                 stats.mtp_note = "auto_off" if auto.settled_off else None

@@ -9,7 +9,7 @@ import pytest
 
 from engine import automemory
 from engine.api import AUTO, GenerationParams, LoadOptions
-from engine.autodraft import RETRY_MIN, AutoDraft, StepPlan
+from engine.autodraft import RETRY_MIN, TRIAL_MIN_DRAFTS, AutoDraft, StepPlan
 from engine.draftcost import DraftCosts
 from engine.generate import Reply
 from engine.llama import Context
@@ -96,6 +96,42 @@ def test_a_trial_after_off_refills_the_heads_window_first() -> None:
     assert restarts
     for i in restarts:
         assert all(p.rows and not p.draft for p in plans[i : i + WINDOW + 1]) and plans[i + WINDOW + 1].draft
+
+
+def test_a_new_reply_ends_a_window_refill_in_progress() -> None:
+    """The prompt fills the heads' window: a refill begun in the last reply must not run on through
+    this one with rows kept and nothing drafted (with n_swa 512, it used to last a whole reply)."""
+    auto = AutoDraft(3, 512)
+    simulate(auto, 1, paces(off=1.0, rows=1.03, drafting=1.4))
+    while auto.phase != "fill":
+        simulate(auto, 1, paces(off=1.0, rows=1.03, drafting=1.4))
+    auto.new_reply()
+    _, plans = simulate(auto, 30, paces(off=1.0, rows=1.03, drafting=1.4))
+    assert not plans[0].restart_heads and any(p.draft for p in plans[:10])
+
+
+def test_drafting_pace_is_time_over_tokens_and_leaves_out_timing_probes() -> None:
+    """Steps alternating one token in 1.0 s and four in 2.0 s run at 0.6 s a token (an average of each
+    step's own pace says 0.75, slower than Off's 0.7); a probe timing a batch size at any cost does not count."""
+    auto = AutoDraft(3, WINDOW)
+    auto.plain_pace = 0.7
+    draft = StepPlan(rows=True, draft=True, restart_heads=False)
+    for i in range(40):
+        auto.record(draft, *((1.0, 1) if i % 2 else (2.0, 4)))
+        auto.record(draft, 50.0, 1, probe=True)
+    assert auto.draft_pace is not None and 0.55 < auto.draft_pace < 0.65
+    assert auto.mode == "draft"
+
+
+def test_a_trial_that_plainly_loses_ends_early() -> None:
+    """Where Off is best, each new reply's trial stops once drafting is clearly slower than Off's known pace."""
+    auto = AutoDraft(3, WINDOW)
+    simulate(auto, 2 * RETRY_MIN, paces(off=1.0, rows=1.03, drafting=1.4))
+    assert auto.settled_off
+    auto._since_trial = RETRY_MIN  # a while since the last trial
+    auto.new_reply()
+    _, plans = simulate(auto, 40, paces(off=1.0, rows=1.03, drafting=1.4))
+    assert 0 < sum(p.draft for p in plans) <= TRIAL_MIN_DRAFTS
 
 
 def test_heads_without_a_window_are_never_let_fall_behind() -> None:

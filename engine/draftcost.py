@@ -14,6 +14,14 @@ draft, with figures measured here, on this model and machine:
 - what it costs: the head's draft call, and verifying one more row (V(n+1) - V(n) from the
   measured cost of verifying n rows).
 
+A head is called only where its expected saving beats the call and the row its draft is likely to
+add: a head is called to learn how sure it is, and its draft then goes in only where it is sure
+enough, so the saving is counted per call (the share of calls whose draft goes in, times that
+draft's acceptance). Counted per kept draft instead, a head sure on one token in five still looked
+worth calling every step, and on a model where Off is best its calls made drafting 0.8x plain.
+A head left uncalled that long is called once every REMEASURE_STEPS steps, so text it suits again
+is found.
+
 Drafting one more token pays when P(chain survives) x time per token > its marginal cost: a
 step's rate (tokens / seconds) then rises (adding c seconds for P expected tokens beats E / T
 exactly when P x T / E > c). The verification-cost curve and the head calls are timed online;
@@ -57,6 +65,10 @@ class DraftCosts:
     _draft_step: list[int] = field(init=False)
     _trials: list[float] = field(init=False)  # per head: decayed outcomes given the chain before it survived
     _accepted: list[float] = field(init=False)
+    _calls: list[float] = field(init=False)  # per head: decayed calls given the chain before it survived ...
+    _kept: list[float] = field(init=False)  # ... and of those, the calls whose draft went into the batch
+    _called_now: int = 0  # heads called in the step being recorded
+    _unchosen: list[int] = field(init=False)  # per batch size: timings in a row forced, not chosen by the odds
     _seconds_per_token: float | None = None
     _tokens_per_step: float | None = None
     _step: int = 0
@@ -67,12 +79,15 @@ class DraftCosts:
     def __post_init__(self) -> None:
         self._verify = [None] * (self.max_depth + 2)
         self._verify_step = [-REMEASURE_STEPS] * (self.max_depth + 2)
+        self._unchosen = [0] * (self.max_depth + 2)
         self._verify_recent = [deque(maxlen=RECENT_TIMINGS) for _ in range(self.max_depth + 2)]
         self._draft = [None] * self.max_depth
         self._draft_recent = [deque(maxlen=RECENT_TIMINGS) for _ in range(self.max_depth)]
         self._draft_step = [-REMEASURE_STEPS] * self.max_depth
         self._trials = [2.0] * self.max_depth
         self._accepted = [2.0 * PRIOR_ACCEPTANCE] * self.max_depth
+        self._calls = [2.0] * self.max_depth
+        self._kept = [2.0] * self.max_depth  # at first every call's draft is taken to go in: all get tried
 
     # Figures -------------------------------------------------------------------------
 
@@ -98,9 +113,17 @@ class DraftCosts:
     def head_acceptance(self, head: int) -> float:
         return self._accepted[head] / self._trials[head]
 
+    def kept_share(self, head: int) -> float:
+        """The share of this head's calls whose draft went into the batch."""
+        return self._kept[head] / self._calls[head]
+
     def token_value(self) -> float:
-        """Seconds an accepted draft saves: what a token costs at the current pace (plain pace at first)."""
-        return self._seconds_per_token or self.verify_seconds(1) or 0.0
+        """Seconds an accepted draft saves: what a token costs at the current pace (plain pace at first), never
+        more than a plain step: drafts that do not pay slow the pace, and must not make drafts look worth more."""
+        plain = self.verify_seconds(1)
+        if self._seconds_per_token and plain:
+            return min(self._seconds_per_token, plain)
+        return self._seconds_per_token or plain or 0.0
 
     def speedup_vs_plain(self) -> float | None:
         """Tokens/s now over plain decoding's (one row verified per token), from the measured costs."""
@@ -117,7 +140,9 @@ class DraftCosts:
 
         At first, one row and two (the first draft's marginal cost); deeper sizes are extrapolated
         optimistically, so the first confident drafts try them. A size timed once and then left
-        unused for REMEASURE_STEPS steps is timed again, in case its one timing was unlucky.
+        unused for REMEASURE_STEPS steps is timed again, in case its one timing was unlucky; each time
+        it is timed so without the odds choosing it in between, the wait doubles (up to 8x): where
+        drafts do not pay, those timings were most of what dynamic drafting cost over plain decoding.
         """
         for rows in range(1, self.max_depth + 2):
             if self._verify[rows] is None:
@@ -126,18 +151,19 @@ class DraftCosts:
                 continue
             # A size timed only once or twice may rest on a slow moment: time it again soon.
             stale = REMEASURE_STEPS if len(self._verify_recent[rows]) >= 3 else REMEASURE_SOON
-            if self._step - self._verify_step[rows] >= stale:
+            if self._step - self._verify_step[rows] >= stale << min(self._unchosen[rows], 3):
                 return rows - 1
         return None
 
     def wants_head(self, head: int, chain: float, rows: int) -> bool:
         """Whether to run head `head`: the chain so far survives with probability `chain` and the batch
         has `rows` rows; its draft must be worth its call and one more verified row."""
-        if self.exploring and head == 0:
+        if head == 0 and (self.exploring or self._step - self._draft_step[0] >= REMEASURE_STEPS):
             return True
         call = self._draft[head] or 0.0
-        gain = chain * self.head_acceptance(head) * self.token_value()
-        return gain > call + self.marginal_verify(rows)
+        kept = self.kept_share(head)
+        gain = chain * kept * self.head_acceptance(head) * self.token_value()
+        return gain > call + kept * self.marginal_verify(rows)
 
     def keeps(self, chain: float, rows: int) -> bool:
         """Whether a drafted token (the chain up to it survives with probability `chain`) goes into a
@@ -149,13 +175,31 @@ class DraftCosts:
     def record_draft_call(self, head: int, seconds: float) -> None:
         self._draft[head] = _low_with(self._draft_recent[head], seconds)
         self._draft_step[head] = self._step
+        self._called_now = max(self._called_now, head + 1)
 
-    def record_step(self, rows: int, verify_seconds: float, step_seconds: float, n_emitted: int, accepted: int) -> None:
+    def record_step(
+        self,
+        rows: int,
+        verify_seconds: float,
+        step_seconds: float,
+        n_emitted: int,
+        accepted: int,
+        *,
+        probe: bool = False,
+    ) -> None:
         """One step: `rows` rows verified in verify_seconds, the whole step in step_seconds; drafts
-        rows - 1 offered, `accepted` of them kept, n_emitted tokens out."""
+        rows - 1 offered, `accepted` of them kept, n_emitted tokens out. probe: the length was set to
+        time a batch size (forced_length), so its drafts went in whatever the heads' odds."""
         self._step += 1
+        called, self._called_now = self._called_now, 0
+        for head in range(0 if probe else min(called, self.max_depth)):
+            if head > accepted:  # the chain before it failed: this call says nothing of a surviving chain
+                break
+            self._calls[head] = self._calls[head] * ACCEPTANCE_MEMORY + 1.0
+            self._kept[head] = self._kept[head] * ACCEPTANCE_MEMORY + (1.0 if head < rows - 1 else 0.0)
         self._verify[rows] = _low_with(self._verify_recent[rows], verify_seconds)
         self._verify_step[rows] = self._step
+        self._unchosen[rows] = self._unchosen[rows] + 1 if probe else 0
         if n_emitted:
             per_token = step_seconds / n_emitted
             self._seconds_per_token = _smoothed(self._seconds_per_token, per_token)

@@ -389,7 +389,9 @@ class Generator:
             if costs and plan.draft:
                 for head, seconds in enumerate(proposal.call_seconds if proposal else []):
                     costs.record_draft_call(head, seconds)
-                costs.record_step(len(batch), verify_seconds, step_seconds, len(sampled), n_accepted)
+                costs.record_step(
+                    len(batch), verify_seconds, step_seconds, len(sampled), n_accepted, probe=forced is not None
+                )
             if auto:
                 auto.record(plan, step_seconds, len(sampled), probe=forced is not None)
                 stats.depth_now = len(draft) if plan.draft else 0

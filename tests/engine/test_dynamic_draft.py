@@ -169,3 +169,64 @@ def test_speedup_is_never_more_than_the_tokens_a_step_yields() -> None:
         costs.record_step(3, 0.010, 0.012, 3, 2)
     speedup = costs.speedup_vs_plain()
     assert speedup is not None and 2.0 < speedup <= 3.0
+
+
+MOE_CURVE = [1.0, 1.68, 2.32, 2.87]  # the MoE Q4_K_M fixture's V(k)/V(1); a head call costs 0.19 of a row
+
+
+def calls(costs: DraftCosts, n: int, kept_every: int) -> None:
+    """n steps calling the first head, whose draft is sure enough to go in on one call in `kept_every`
+    (and is then right); the others verify one row."""
+    for i in range(n):
+        costs.record_draft_call(0, 0.19)
+        kept = i % kept_every == 0
+        costs.record_step(2 if kept else 1, MOE_CURVE[1] if kept else 1.0, 2.0, 2 if kept else 1, 1 if kept else 0)
+
+
+def test_a_head_whose_drafts_rarely_go_in_is_not_called() -> None:
+    """The saving is per call: a head sure on one token in five is not worth its call on an MoE curve,
+    a head sure on nine in ten is; both drafts, when kept, are right."""
+    rare = timed(DraftCosts(3), MOE_CURVE, call=0.19, per_token=1.0)
+    calls(rare, 60, kept_every=5)
+    often = timed(DraftCosts(3), MOE_CURVE, call=0.19, per_token=1.0)
+    calls(often, 60, kept_every=1)
+    assert rare.head_acceptance(0) > 0.9 and often.head_acceptance(0) > 0.9
+    assert not rare.wants_head(0, 1.0, 1)
+    assert often.wants_head(0, 1.0, 1)
+
+
+def test_a_head_left_uncalled_is_called_again_now_and_then() -> None:
+    """Text the head suits again is found: once every REMEASURE_STEPS steps it is called regardless."""
+    costs = timed(DraftCosts(3), MOE_CURVE, call=0.19, per_token=1.0)
+    calls(costs, 60, kept_every=5)
+    steps = 0
+    while not costs.wants_head(0, 1.0, 1) and steps < 10 * REMEASURE_STEPS:
+        costs.record_step(1, 1.0, 1.0, 1, 0)
+        steps += 1
+    assert 0 < steps <= REMEASURE_STEPS
+
+
+def test_slow_drafting_does_not_make_a_draft_look_worth_more_than_a_plain_step() -> None:
+    costs = timed(DraftCosts(3), MOE_CURVE, call=0.19, per_token=1.0)
+    for _ in range(20):
+        costs.record_step(2, 1.68, 3.0, 1, 0)  # rejected drafts: three seconds a token
+    assert costs.token_value() == pytest.approx(1.0)  # one row verified: what a token costs plainly
+
+
+def test_a_size_only_timing_probes_use_is_timed_ever_less_often() -> None:
+    """Where drafts do not pay, re-timing sizes the odds never choose was most of dynamic drafting's cost."""
+    costs = DraftCosts(3)
+    for rows in (1, 2, 1, 2, 1, 2):
+        costs.record_step(rows, 0.01, 0.02, 1, 0)  # three timings of one row and of two
+    gaps: list[int] = []
+    last = costs._step
+    while len(gaps) < 5:
+        if costs.forced_length() == 1:
+            costs.record_step(2, 0.01, 0.02, 1, 0, probe=True)
+            gaps.append(costs._step - last)
+            last = costs._step
+        else:
+            costs.record_step(1, 0.01, 0.02, 1, 0)
+    assert gaps[1:] == [factor * REMEASURE_STEPS + 1 for factor in (2, 4, 8, 8)]  # doubling, up to 8x
+    costs.record_step(2, 0.01, 0.02, 2, 1)  # chosen by the odds: back to the plain interval
+    assert costs._unchosen[2] == 0

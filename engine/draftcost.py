@@ -22,6 +22,12 @@ worth calling every step, and on a model where Off is best its calls made drafti
 A head left uncalled that long is called once every REMEASURE_STEPS steps, so text it suits again
 is found.
 
+A head's own probability is a floor-less guess of its odds only where the head is calibrated. A
+head whose distribution is flat over a large vocabulary (a top probability of 0.1 on tokens it gets
+right 90 % of the time) would never have a draft kept, and dynamic drafting (and Auto with it) ran
+plainly where depth 3 was 1.6x faster. So the drafts that went in whatever their odds (the timing
+probes, Auto's trials) measure each head's acceptance blind, and that is the floor of its odds.
+
 Drafting one more token pays when P(chain survives) x time per token > its marginal cost: a
 step's rate (tokens / seconds) then rises (adding c seconds for P expected tokens beats E / T
 exactly when P x T / E > c). The verification-cost curve and the head calls are timed online;
@@ -48,6 +54,7 @@ PRIOR_ROW_COST = 0.2
 # head gets tried and measured; its own confidence then decides which of its drafts go in.
 PRIOR_ACCEPTANCE = 0.9
 ACCEPTANCE_MEMORY = 0.95  # per outcome: about the last 20 count
+BLIND_MIN = 1.0  # decayed blind outcomes a head needs before they floor its odds (half an outcome's prior)
 REMEASURE_STEPS = 64  # a batch size not timed for this many steps is timed again ...
 REMEASURE_SOON = 8  # ... or for this many, while fewer than three timings of it are known
 
@@ -68,6 +75,8 @@ class DraftCosts:
     _calls: list[float] = field(init=False)  # per head: decayed calls given the chain before it survived ...
     _kept: list[float] = field(init=False)  # ... and of those, the calls whose draft went into the batch
     _called_now: int = 0  # heads called in the step being recorded
+    _blind_trials: list[float] = field(init=False)  # per head: decayed outcomes of drafts kept whatever their odds
+    _blind_hits: list[float] = field(init=False)
     _unchosen: list[int] = field(init=False)  # per batch size: timings in a row forced, not chosen by the odds
     _seconds_per_token: float | None = None
     _tokens_per_step: float | None = None
@@ -88,6 +97,8 @@ class DraftCosts:
         self._accepted = [2.0 * PRIOR_ACCEPTANCE] * self.max_depth
         self._calls = [2.0] * self.max_depth
         self._kept = [2.0] * self.max_depth  # at first every call's draft is taken to go in: all get tried
+        self._blind_trials = [0.0] * self.max_depth
+        self._blind_hits = [0.0] * self.max_depth
 
     # Figures -------------------------------------------------------------------------
 
@@ -112,6 +123,14 @@ class DraftCosts:
 
     def head_acceptance(self, head: int) -> float:
         return self._accepted[head] / self._trials[head]
+
+    def confidence(self, head: int, probability: float) -> float:
+        """The head's probability for its token, at least the head's blind acceptance (a deeper head not yet
+        measured blind borrows the first head's)."""
+        measured = next((h for h in (head, 0) if self._blind_trials[h] >= BLIND_MIN), None)
+        if measured is None:
+            return probability
+        return max(probability, (self._blind_hits[measured] + 0.5) / (self._blind_trials[measured] + 1.0))
 
     def kept_share(self, head: int) -> float:
         """The share of this head's calls whose draft went into the batch."""
@@ -192,6 +211,12 @@ class DraftCosts:
         time a batch size (forced_length), so its drafts went in whatever the heads' odds."""
         self._step += 1
         called, self._called_now = self._called_now, 0
+        blind = rows - 1 if probe else min(rows - 1, 1) if self.exploring else 0
+        for head in range(min(blind, self.max_depth)):
+            if head > accepted:
+                break
+            self._blind_trials[head] = self._blind_trials[head] * ACCEPTANCE_MEMORY + 1.0
+            self._blind_hits[head] = self._blind_hits[head] * ACCEPTANCE_MEMORY + (1.0 if head < accepted else 0.0)
         for head in range(0 if probe else min(called, self.max_depth)):
             if head > accepted:  # the chain before it failed: this call says nothing of a surviving chain
                 break

@@ -53,6 +53,10 @@ class DraftLengthPolicy(Protocol):
         """Verify the token just drafted? The chain up to it survives with probability `chain`."""
         ...
 
+    def confidence(self, head: int, probability: float) -> float:
+        """The chance head `head`'s draft survives, from its own probability for the token."""
+        ...
+
 
 class MtpDrafter:
     """Owns the draft context's state for one sequence.
@@ -240,7 +244,8 @@ class MtpDrafter:
                 if token is None:
                     break
                 if policy:
-                    survives *= float(dists[-1][token]) if sampler is not None else top_probability(logits)
+                    stated = float(dists[-1][token]) if sampler is not None else top_probability(logits)
+                    survives *= policy.confidence(head, stated)
                     if not policy.keeps(survives, len(tokens) + 1):
                         break
                 tokens.append(token)

@@ -230,3 +230,16 @@ def test_a_size_only_timing_probes_use_is_timed_ever_less_often() -> None:
     assert gaps[1:] == [factor * REMEASURE_STEPS + 1 for factor in (2, 4, 8, 8)]  # doubling, up to 8x
     costs.record_step(2, 0.01, 0.02, 2, 1)  # chosen by the odds: back to the plain interval
     assert costs._unchosen[2] == 0
+
+
+def test_drafts_that_went_in_blind_floor_a_flat_heads_odds() -> None:
+    """A head with a flat distribution (top probability 0.08) that is right 9 times in 10 gets its
+    drafts in once timing probes (kept whatever the odds) have measured it; a head right 1 time in 5 does not."""
+    right = timed(DraftCosts(3), MOE_CURVE, call=0.19, per_token=1.0)
+    wrong = timed(DraftCosts(3), MOE_CURVE, call=0.19, per_token=1.0)
+    assert right.confidence(0, 0.08) == 0.08  # nothing measured blind yet: the head's own word
+    for i in range(10):
+        right.record_step(2, 1.68, 2.0, 2 if i else 1, 1 if i else 0, probe=True)
+        wrong.record_step(2, 1.68, 2.0, 1 if i % 5 else 2, 0 if i % 5 else 1, probe=True)
+    assert right.keeps(right.confidence(0, 0.08), 1)
+    assert not wrong.keeps(wrong.confidence(0, 0.08), 1)

@@ -67,9 +67,8 @@ class AutoDraft:
     mode: Mode = "draft"
     phase: Phase = "trial"
     plain_pace: float | None = None  # seconds per token at Off
-    draft_pace: float | None = None  # seconds per token while drafting
     draft_yield: float | None = None  # tokens per drafting step: the most drafting can be faster by
-    _draft_seconds: float | None = None  # seconds per drafting step (draft_pace is this over draft_yield)
+    _draft_seconds: float | None = None  # seconds per drafting step
     _phase_left: int = TRIAL_STEPS
     _trial_drafts: int = 0  # steps of the current trial that drafted by the odds (not timing probes)
     _retry_interval: int = RETRY_MIN
@@ -80,6 +79,11 @@ class AutoDraft:
         self.costs = DraftCosts(self.max_depth)
 
     # Reading ---------------------------------------------------------------------------
+
+    @property
+    def draft_pace(self) -> float | None:
+        """Seconds per token while drafting."""
+        return self._draft_seconds / max(self.draft_yield or 1.0, 1.0) if self._draft_seconds else None
 
     @property
     def settled_off(self) -> bool:
@@ -145,7 +149,6 @@ class AutoDraft:
         bound = 2.0 * self.draft_pace * n_tokens if self.draft_pace else step_seconds  # a step slowed by another load
         self._draft_seconds = _averaged(self._draft_seconds, min(step_seconds, bound))
         self.draft_yield = _averaged(self.draft_yield, float(n_tokens))
-        self.draft_pace = self._draft_seconds / max(self.draft_yield, 1.0)
 
     def _losing(self) -> bool:
         return bool(self.plain_pace and self.draft_pace and self.draft_pace > self.plain_pace * (1.0 + LOSING))
@@ -200,10 +203,9 @@ class AutoDraft:
             return False
         self.mode = data["mode"]
         self.plain_pace = _number(data.get("plain_pace"))
-        self.draft_pace = _number(data.get("draft_pace"))
         self.draft_yield = _number(data.get("draft_yield"))
-        if self.draft_pace:
-            self._draft_seconds = self.draft_pace * (self.draft_yield or 1.0)
+        draft_pace = _number(data.get("draft_pace"))
+        self._draft_seconds = draft_pace * max(self.draft_yield or 1.0, 1.0) if draft_pace else None
         self._retry_interval = min(max(int(data.get("retry_interval", RETRY_MIN)), RETRY_MIN), RETRY_MAX)
         self._since_trial = RETRY_MIN  # a new load is new text: its first reply may try drafting
         self._begin("settled")

@@ -212,16 +212,8 @@ class DraftCosts:
         self._step += 1
         called, self._called_now = self._called_now, 0
         blind = rows - 1 if probe else min(rows - 1, 1) if self.exploring else 0
-        for head in range(min(blind, self.max_depth)):
-            if head > accepted:
-                break
-            self._blind_trials[head] = self._blind_trials[head] * ACCEPTANCE_MEMORY + 1.0
-            self._blind_hits[head] = self._blind_hits[head] * ACCEPTANCE_MEMORY + (1.0 if head < accepted else 0.0)
-        for head in range(0 if probe else min(called, self.max_depth)):
-            if head > accepted:  # the chain before it failed: this call says nothing of a surviving chain
-                break
-            self._calls[head] = self._calls[head] * ACCEPTANCE_MEMORY + 1.0
-            self._kept[head] = self._kept[head] * ACCEPTANCE_MEMORY + (1.0 if head < rows - 1 else 0.0)
+        _count_outcomes(self._blind_trials, self._blind_hits, min(blind, self.max_depth), accepted, accepted)
+        _count_outcomes(self._calls, self._kept, 0 if probe else min(called, self.max_depth), accepted, rows - 1)
         self._verify[rows] = _low_with(self._verify_recent[rows], verify_seconds)
         self._verify_step[rows] = self._step
         self._unchosen[rows] = self._unchosen[rows] + 1 if probe else 0
@@ -233,11 +225,7 @@ class DraftCosts:
                 if self._tokens_per_step is None
                 else self._tokens_per_step + SMOOTHING * (n_emitted - self._tokens_per_step)
             )
-        for head in range(min(rows - 1, self.max_depth)):  # head k is tried only when heads before it passed
-            if head > accepted:
-                break
-            self._trials[head] = self._trials[head] * ACCEPTANCE_MEMORY + 1.0
-            self._accepted[head] = self._accepted[head] * ACCEPTANCE_MEMORY + (1.0 if head < accepted else 0.0)
+        _count_outcomes(self._trials, self._accepted, min(rows - 1, self.max_depth), accepted, accepted)
 
     # Memory --------------------------------------------------------------------------
 
@@ -269,6 +257,14 @@ class DraftCosts:
         # Timed at another load: worth time again soon, but not all at once at the start.
         self._verify_step = [self._step - REMEASURE_STEPS // 2] * (self.max_depth + 2)
         return True
+
+
+def _count_outcomes(totals: list[float], hits: list[float], n_heads: int, accepted: int, n_hits: int) -> None:
+    """One decayed outcome for each of the first n_heads heads whose chain before it survived (head k
+    is judged only when the `accepted` drafts before it passed); the first n_hits heads count a hit."""
+    for head in range(min(n_heads, accepted + 1)):
+        totals[head] = totals[head] * ACCEPTANCE_MEMORY + 1.0
+        hits[head] = hits[head] * ACCEPTANCE_MEMORY + (1.0 if head < n_hits else 0.0)
 
 
 def _numbers(values: object, n: int, required_max: float | None = None) -> bool:

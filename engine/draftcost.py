@@ -20,7 +20,8 @@ enough, so the saving is counted per call (the share of calls whose draft goes i
 draft's acceptance). Counted per kept draft instead, a head sure on one token in five still looked
 worth calling every step, and on a model where Off is best its calls made drafting 0.8x plain.
 A head left uncalled that long is called once every REMEASURE_STEPS steps, so text it suits again
-is found.
+is found. Meanwhile the heads rest (heads_resting, MtpDrafter.rest): they keep only the last few
+positions rather than catching up on every one at that call.
 
 A head's own probability is a floor-less guess of its odds only where the head is calibrated. A
 head whose distribution is flat over a large vocabulary (a top probability of 0.1 on tokens it gets
@@ -32,7 +33,8 @@ Drafting one more token pays when P(chain survives) x time per token > its margi
 step's rate (tokens / seconds) then rises (adding c seconds for P expected tokens beats E / T
 exactly when P x T / E > c). The verification-cost curve and the head calls are timed online;
 a batch size not timed for a while gets a step of its own, so the curve stays current as the
-context grows. Output is unaffected: verification is exact whatever the length.
+context grows; a deeper size is timed again only where the heads' acceptance could take drafts
+that deep. Output is unaffected: verification is exact whatever the length.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ ACCEPTANCE_MEMORY = 0.95  # per outcome: about the last 20 count
 BLIND_MIN = 1.0  # decayed blind outcomes a head needs before they floor its odds (half an outcome's prior)
 REMEASURE_STEPS = 64  # a batch size not timed for this many steps is timed again ...
 REMEASURE_SOON = 8  # ... or for this many, while fewer than three timings of it are known
+REST_STEPS = 16  # drafting steps without a call of the first head after which the heads rest
 
 
 @dataclass
@@ -168,11 +171,28 @@ class DraftCosts:
                 if rows <= 2:
                     return rows - 1
                 continue
+            if rows > 2 and not self._could_choose(rows):
+                continue  # the odds would not choose it even were its rows cheap: timing it is pure cost
             # A size timed only once or twice may rest on a slow moment: time it again soon.
             stale = REMEASURE_STEPS if len(self._verify_recent[rows]) >= 3 else REMEASURE_SOON
             if self._step - self._verify_step[rows] >= stale << min(self._unchosen[rows], 3):
                 return rows - 1
         return None
+
+    def heads_resting(self) -> bool:
+        """The first head has not been called for REST_STEPS drafting steps: drafts do not pay here now, so
+        the heads need not keep up with every position (MtpDrafter.rest)."""
+        return not self.exploring and self._step - self._draft_step[0] > REST_STEPS
+
+    def _could_choose(self, rows: int) -> bool:
+        """Whether the heads' measured acceptance could make drafts reach a batch of `rows` rows were each row
+        beyond the first as cheap as a dense model's (PRIOR_ROW_COST): where even then they could not (a
+        mixture-of-experts model, heads agreeing one time in two), re-timing that size only costs steps."""
+        one = self.verify_seconds(1) or 0.0
+        chain = 1.0
+        for head in range(rows - 1):  # a deeper head, seldom measured, is taken as no better than the first
+            chain *= min(self.head_acceptance(head), self.head_acceptance(0))
+        return chain * self.token_value() > PRIOR_ROW_COST * one
 
     def wants_head(self, head: int, chain: float, rows: int) -> bool:
         """Whether to run head `head`: the chain so far survives with probability `chain` and the batch

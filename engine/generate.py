@@ -336,6 +336,8 @@ class Generator:
                 rows_on = plan.rows
             if drafter and plan.restart_heads:
                 drafter.restart(n_past)
+            if drafter and costs and plan.draft and costs.heads_resting():
+                drafter.rest()
             forced = costs.forced_length() if costs and plan.draft else None
             step_depth = depth if forced is None else forced
             n_draft = min(step_depth, remaining - 1, n_ctx - n_past - 1) if plan.draft else 0

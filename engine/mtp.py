@@ -31,6 +31,10 @@ LAZY_ROWS = 512
 # drafting head is normally at most a step behind, and a head call's cost (what dynamic drafting times)
 # should not include rows the depth did not cause.
 LAG_IN_DRAFT = 8
+# Positions heads keep when dynamic drafting rests them (engine.draftcost: the first head was not worth
+# calling for a while): catching three heads up on every position cost about 4 % of a mixture-of-experts
+# reply drafting almost nothing; resting heads start afresh on the last RESTING_CONTEXT positions instead.
+RESTING_CONTEXT = 16
 NO_ROWS = np.empty((0, 0), np.float32)
 
 
@@ -119,6 +123,24 @@ class MtpDrafter:
         self.reset()
         self._seen = [pos] * self.n_heads
         self._queue_start = pos
+
+    def rest(self) -> None:
+        """Let heads that fell far behind forget all but the last RESTING_CONTEXT confirmed positions.
+
+        Called while dynamic drafting leaves the heads uncalled: once the first head (and so every head)
+        is twice that far behind, they all start afresh RESTING_CONTEXT positions back, so the next call
+        catches up on at most twice that many rows, not on every position since the last call. Until
+        they have seen their window again their drafts are only less often right (verification keeps
+        the text exact), and text that suits them again refills it one position a step.
+        """
+        keep_from = self.confirmed_upto - RESTING_CONTEXT
+        if keep_from - self._seen[0] <= RESTING_CONTEXT:
+            return
+        self.ctx.clear()
+        drop = keep_from - self._queue_start
+        del self._tokens[:drop], self._hidden[:drop]
+        self._queue_start = keep_from
+        self._seen = [keep_from] * self.n_heads
 
     def rollback(self, pos: int) -> None:
         self.ctx.remove_from(pos)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.api import GenerationParams
-from engine.draftcost import REMEASURE_SOON, REMEASURE_STEPS, DraftCosts
+from engine.draftcost import REMEASURE_SOON, REMEASURE_STEPS, REST_STEPS, DraftCosts
 from engine.llama import LlamaError
 from engine.runtime import Runtime
 from tests.engine.test_lossless import PROMPT
@@ -243,3 +243,33 @@ def test_drafts_that_went_in_blind_floor_a_flat_heads_odds() -> None:
         wrong.record_step(2, 1.68, 2.0, 1 if i % 5 else 2, 0 if i % 5 else 1, probe=True)
     assert right.keeps(right.confidence(0, 0.08), 1)
     assert not wrong.keeps(wrong.confidence(0, 0.08), 1)
+
+
+def test_deep_sizes_the_odds_could_not_choose_are_not_timed_again() -> None:
+    """Where heads agree one time in three, even cheap rows would not take drafts three deep: re-timing
+    sizes 3 and 4 was pure cost on an MoE model where Off is best. Where heads agree, they are re-timed."""
+    rarely, often = (timed(DraftCosts(3), MOE_CURVE, call=0.19, per_token=1.0) for _ in range(2))
+    for i in range(30):
+        rarely.record_step(2, MOE_CURVE[1], 2.0, 1 + (i % 3 == 0), int(i % 3 == 0))
+        often.record_step(2, MOE_CURVE[1], 2.0, 2, 1)
+    assert rarely.head_acceptance(0) < 0.4 < 0.9 < often.head_acceptance(0)
+    forced: dict[str, set[int | None]] = {"rarely": set(), "often": set()}
+    for name, costs in (("rarely", rarely), ("often", often)):
+        for _ in range(3 * REMEASURE_STEPS):
+            length = costs.forced_length()
+            forced[name].add(length)
+            costs.record_step(1 if length is None else length + 1, 1.0, 1.0, 1, 0, probe=length is not None)
+    assert forced["rarely"] <= {None, 0, 1}
+    assert {2, 3} <= forced["often"]
+
+
+def test_heads_rest_while_the_first_is_not_worth_calling() -> None:
+    costs = timed(DraftCosts(3), MOE_CURVE, call=0.19, per_token=1.0)
+    costs.record_draft_call(0, 0.19)
+    for _ in range(REST_STEPS):
+        assert not costs.heads_resting()
+        costs.record_step(1, 1.0, 1.0, 1, 0)
+    costs.record_step(1, 1.0, 1.0, 1, 0)
+    assert costs.heads_resting()
+    costs.exploring = True  # Auto's trial measures the heads: they keep up
+    assert not costs.heads_resting()

@@ -74,6 +74,14 @@ def test_follows_the_text_both_ways() -> None:
     assert back < 1000 + 2 * 1024
 
 
+@pytest.mark.parametrize(("drafting", "mode"), [(1.01, "draft"), (0.99, "draft"), (1.05, "off")])
+def test_drafting_is_left_only_when_clearly_slower(drafting: float, mode: str) -> None:
+    """A near tie keeps drafting (a wrong Off idles the heads until the next look); a clear loss does not."""
+    auto = AutoDraft(3, WINDOW)
+    simulate(auto, 40, paces(off=1.0, rows=1.0, drafting=drafting))
+    assert auto.mode == mode
+
+
 def test_a_new_reply_at_off_gets_a_trial_a_few_tokens_in() -> None:
     auto = AutoDraft(3, WINDOW)
     plans: list[StepPlan] = []

@@ -10,17 +10,16 @@ than plain decoding. So Auto times both, side by side on the same text:
 - **Drafting**: rows on, heads kept up, each step drafting as far as it pays.
 
 It starts with a trial of drafting, then a few plain steps (unless drafting already beat a bound
-below plain decoding's pace: verifying one row), and keeps the faster (drafting is
-left only when it is MARGIN slower). Drafting's pace counts only
-the steps that draft as far as it pays, not those dynamic drafting spends timing a batch size: those
-probe lengths the odds would not choose, and on a model where drafting wins by a few % they made a
-trial read as a tie and choose Off. Each look that confirms the mode puts the next one twice as far off (RETRY_MIN..
-RETRY_MAX steps); at Off a new reply, being new text, gets a trial soon. A trial after Off first
-turns rows on for the heads' sliding window: a head attends only its last n_swa
-positions, so once it has seen that many it drafts exactly as if it had never stopped. While
-drafting, a few plain steps every interval keep the Off pace current as the context grows; they
-keep the rows on (the heads must not fall behind), so they time Off a little slow, which the
-steps at Off itself then correct.
+below plain decoding's pace: verifying one row), and keeps the faster (drafting is left only
+when it is MARGIN slower). Drafting's pace counts only the steps that draft as far as it pays,
+not those dynamic drafting spends timing a batch size: those probe lengths the odds would not
+choose, and on a model where drafting wins by a few % they made a trial read as a tie and choose
+Off. Each look that confirms the mode puts the next one twice as far off (RETRY_MIN..RETRY_MAX
+steps); at Off a new reply, being new text, gets a trial soon. A trial after Off first turns rows
+on for the heads' sliding window: a head attends only its last n_swa positions, so once it has
+seen that many it drafts exactly as if it had never stopped. While drafting, a few plain steps
+every interval keep the Off pace current as the context grows; they keep the rows on (the heads
+must not fall behind), so they time Off a little slow, which the steps at Off itself then correct.
 
 What it learned (paces, the cost curve, the heads' acceptance) is plain data: `state()` and
 `restore()` let the caller keep it across replies and loads of the same model on this machine.

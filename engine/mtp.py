@@ -137,10 +137,8 @@ class MtpDrafter:
         if keep_from - self._seen[0] <= RESTING_CONTEXT:
             return
         self.ctx.clear()
-        drop = keep_from - self._queue_start
-        del self._tokens[:drop], self._hidden[:drop]
-        self._queue_start = keep_from
         self._seen = [keep_from] * self.n_heads
+        self._trim_queue()
 
     def rollback(self, pos: int) -> None:
         self.ctx.remove_from(pos)

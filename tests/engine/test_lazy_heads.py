@@ -167,7 +167,7 @@ def test_heads_pair_each_token_with_the_trunk_state_before_it(
     assert caught_up == [o.head_maps[0][tokens[p - 1]] for p in range(start, len(tokens))]
 
 
-def test_heads_dynamic_drafting_leaves_uncalled_rest_on_the_last_positions(
+def test_heads_dynamic_drafting_leaves_uncalled_rest_on_their_last_positions(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Uncalled heads would otherwise catch up on every position at their next call (about 4 % of an MoE

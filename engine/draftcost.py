@@ -19,15 +19,26 @@ add: a head is called to learn how sure it is, and its draft then goes in only w
 enough, so the saving is counted per call (the share of calls whose draft goes in, times that
 draft's acceptance). Counted per kept draft instead, a head sure on one token in five still looked
 worth calling every step, and on a model where Off is best its calls made drafting 0.8x plain.
-A head left uncalled that long is called once every REMEASURE_STEPS steps, so text it suits again
-is found. Meanwhile the heads rest (heads_resting, MtpDrafter.rest): they keep only the last few
-positions rather than catching up on every one at that call.
+A first head left uncalled is called once every REMEASURE_STEPS steps, so text it suits again is
+found. Near break-even the estimate of a head's acceptance decides, so it rests on about the last 100
+outcomes: on the last 20, a run of misses left a first head worth calling (dense low: depth 1 is 1.09x
+plain) uncalled until that re-measure, and a run of hits had one not worth calling (the MoE fixture
+where Off is best) called for dozens of steps; a deeper head, judged on fewer outcomes, must show it
+pays by a standard error. A call's cost includes what a step calling a head spends beyond its calls
+and verification (calling_overhead). Meanwhile the heads rest (heads_resting, MtpDrafter.rest):
+they keep only the last few positions rather than catching up on every one at that call.
 
 A head's own probability is a floor-less guess of its odds only where the head is calibrated. A
 head whose distribution is flat over a large vocabulary (a top probability of 0.1 on tokens it gets
 right 90 % of the time) would never have a draft kept, and dynamic drafting (and Auto with it) ran
-plainly where depth 3 was 1.6x faster. So the drafts that went in whatever their odds (the timing
-probes, Auto's trials) measure each head's acceptance blind, and that is the floor of its odds.
+plainly where depth 3 was 1.6x faster. So each head's odds have a floor: its acceptance measured
+blind, on the drafts that went in whatever their own probability said (the timing probes, Auto's
+trials, and the drafts the floor itself let in). The first head's floor starts from a prior worth
+BLIND_PRIOR outcomes, so one or two drafts rejected at a prompt's end do not shut a good head out
+(deeper heads borrow its measured figure until measured themselves); and since the drafts it lets
+in keep measuring it, a floor too high for the head falls within a few steps. For a calibrated head
+those drafts are its least sure ones, so its floor sinks until it lets none in; for a flat head it
+settles at the head's real acceptance.
 
 Drafting one more token pays when P(chain survives) x time per token > its marginal cost: a
 step's rate (tokens / seconds) then rises (adding c seconds for P expected tokens beats E / T
@@ -40,14 +51,16 @@ that deep. Output is unaffected: verification is exact whatever the length.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 SMOOTHING = 0.2  # weight of a new time in the pace's moving average
 OUTLIER_FACTOR = 2.0  # one step slowed by something else on the machine counts as at most 2x the average
-# A call's cost is a low quantile of its latest timings: something else on the machine (or pages read in
-# at first) only ever adds time, and one such spike taken as a batch size's cost would keep drafts out
-# of it until it is timed again.
+# A call's cost is the median of its latest timings: something else on the machine (or pages read in at
+# first) only ever adds time, and one such spike taken as a batch size's cost would keep drafts out of it
+# until it is timed again. (A lower quartile underrated the MoE fixture's marginal row by 15 %, enough to
+# call a head there that did not pay.)
 RECENT_TIMINGS = 7
 # Before a batch size is timed: each row beyond the first costs this share of a one-row batch (a
 # dense model's curve is near 0.1-0.3; MoE far more), so untimed lengths look worth trying.
@@ -55,8 +68,9 @@ PRIOR_ROW_COST = 0.2
 # A head's acceptance before any outcome: optimistic (published first heads reach 0.7-0.9), so every
 # head gets tried and measured; its own confidence then decides which of its drafts go in.
 PRIOR_ACCEPTANCE = 0.9
-ACCEPTANCE_MEMORY = 0.95  # per outcome: about the last 20 count
-BLIND_MIN = 1.0  # decayed blind outcomes a head needs before they floor its odds (half an outcome's prior)
+ACCEPTANCE_MEMORY = 0.99  # per outcome: about the last 100 count
+BLIND_PRIOR = 2.0  # outcomes the prior of the first head's blind acceptance is worth
+BLIND_MIN = 1.0  # decayed blind outcomes a deeper head's floor needs (half an outcome's prior)
 REMEASURE_STEPS = 64  # a batch size not timed for this many steps is timed again ...
 REMEASURE_SOON = 8  # ... or for this many, while fewer than three timings of it are known
 REST_STEPS = 16  # drafting steps without a call of the first head after which the heads rest
@@ -78,8 +92,15 @@ class DraftCosts:
     _calls: list[float] = field(init=False)  # per head: decayed calls given the chain before it survived ...
     _kept: list[float] = field(init=False)  # ... and of those, the calls whose draft went into the batch
     _called_now: int = 0  # heads called in the step being recorded
+    _call_seconds_now: float = 0.0  # and their calls' time
+    # A step's time beyond its verification and head calls (sampling, bookkeeping, the heads' catch-up of
+    # positions before their call, the trunk's hidden rows), averaged over steps that called a head and
+    # steps that did not: their difference is part of what calling the first head costs.
+    _rest_called: float | None = None
+    _rest_uncalled: float | None = None
     _blind_trials: list[float] = field(init=False)  # per head: decayed outcomes of drafts kept whatever their odds
     _blind_hits: list[float] = field(init=False)
+    _floored_now: set[int] = field(init=False)  # heads whose draft went in this step on the floor's word
     _unchosen: list[int] = field(init=False)  # per batch size: timings in a row forced, not chosen by the odds
     _seconds_per_token: float | None = None
     _tokens_per_step: float | None = None
@@ -102,6 +123,7 @@ class DraftCosts:
         self._kept = [2.0] * self.max_depth  # at first every call's draft is taken to go in: all get tried
         self._blind_trials = [0.0] * self.max_depth
         self._blind_hits = [0.0] * self.max_depth
+        self._floored_now = set()
 
     # Figures -------------------------------------------------------------------------
 
@@ -127,13 +149,36 @@ class DraftCosts:
     def head_acceptance(self, head: int) -> float:
         return self._accepted[head] / self._trials[head]
 
-    def confidence(self, head: int, probability: float) -> float:
-        """The head's probability for its token, at least the head's blind acceptance (a deeper head not yet
-        measured blind borrows the first head's)."""
+    def blind_acceptance(self, head: int) -> float | None:
+        """The head's acceptance measured on drafts that went in whatever their own probability. The first
+        head's has a prior worth BLIND_PRIOR outcomes of PRIOR_ACCEPTANCE. A deeper head's has none: until
+        measured blind itself it borrows the first head's measured figure, and before that has no floor (an
+        optimistic floor let the deeper heads' least sure drafts in, and their misses then kept those heads
+        from being called at all)."""
+        if head == 0:
+            return (self._blind_hits[0] + BLIND_PRIOR * PRIOR_ACCEPTANCE) / (self._blind_trials[0] + BLIND_PRIOR)
         measured = next((h for h in (head, 0) if self._blind_trials[h] >= BLIND_MIN), None)
         if measured is None:
+            return None
+        return (self._blind_hits[measured] + 0.5) / (self._blind_trials[measured] + 1.0)
+
+    def confidence(self, head: int, probability: float) -> float:
+        """The head's probability for its token, at least the head's blind acceptance (the floor). A draft
+        taken on the floor's word is itself a blind outcome: it is counted when the step is recorded."""
+        floor = self.blind_acceptance(head)
+        if floor is None or probability >= floor:
+            self._floored_now.discard(head)
             return probability
-        return max(probability, (self._blind_hits[measured] + 0.5) / (self._blind_trials[measured] + 1.0))
+        self._floored_now.add(head)
+        return floor
+
+    def calling_overhead(self) -> float:
+        """What a step that calls a head spends beyond the calls and its verification, over a step that does
+        not: 0.3-1 ms of a 12.4 ms step on the MoE fixture where Off is best, where a call's draft stood to
+        gain about 1 ms more than the call and the row cost."""
+        if self._rest_called is None or self._rest_uncalled is None:
+            return 0.0
+        return max(self._rest_called - self._rest_uncalled, 0.0)
 
     def kept_share(self, head: int) -> float:
         """The share of this head's calls whose draft went into the batch."""
@@ -199,9 +244,15 @@ class DraftCosts:
         has `rows` rows; its draft must be worth its call and one more verified row."""
         if head == 0 and (self.exploring or self._step - self._draft_step[0] >= REMEASURE_STEPS):
             return True
-        call = self._draft[head] or 0.0
+        call = (self._draft[head] or 0.0) + (self.calling_overhead() if head == 0 else 0.0)
         kept = self.kept_share(head)
-        gain = chain * kept * self.head_acceptance(head) * self.token_value()
+        acceptance = self.head_acceptance(head)
+        if head > 0:
+            # A deeper head is judged on few outcomes (only where the drafts before it passed): it must show it
+            # pays by one standard error. Taken at face value, deeper heads whose few outcomes looked just worth
+            # it drafted 2-3 deep on 60 % of the steps on dense low, where fixed depth 1 is best (0.92x it).
+            acceptance -= (acceptance * (1.0 - acceptance) / self._trials[head]) ** 0.5
+        gain = chain * kept * acceptance * self.token_value()
         return gain > call + kept * self.marginal_verify(rows)
 
     def keeps(self, chain: float, rows: int) -> bool:
@@ -212,9 +263,10 @@ class DraftCosts:
     # Measurements --------------------------------------------------------------------
 
     def record_draft_call(self, head: int, seconds: float) -> None:
-        self._draft[head] = _low_with(self._draft_recent[head], seconds)
+        self._draft[head] = _median_with(self._draft_recent[head], seconds)
         self._draft_step[head] = self._step
         self._called_now = max(self._called_now, head + 1)
+        self._call_seconds_now += seconds
 
     def record_step(
         self,
@@ -231,10 +283,18 @@ class DraftCosts:
         time a batch size (forced_length), so its drafts went in whatever the heads' odds."""
         self._step += 1
         called, self._called_now = self._called_now, 0
-        blind = rows - 1 if probe else min(rows - 1, 1) if self.exploring else 0
-        _count_outcomes(self._blind_trials, self._blind_hits, min(blind, self.max_depth), accepted, accepted)
-        _count_outcomes(self._calls, self._kept, 0 if probe else min(called, self.max_depth), accepted, rows - 1)
-        self._verify[rows] = _low_with(self._verify_recent[rows], verify_seconds)
+        rest, self._call_seconds_now = max(step_seconds - verify_seconds - self._call_seconds_now, 0.0), 0.0
+        if called:
+            self._rest_called = _smoothed(self._rest_called, rest)
+        else:
+            self._rest_uncalled = _smoothed(self._rest_uncalled, rest)
+        drafted = range(min(rows - 1, self.max_depth))
+        # Blind: a probe's drafts, a trial's first, and those the floor let in (only heads whose drafts went in).
+        blind = set(drafted) if probe else {h for h in drafted if h in self._floored_now or (self.exploring and h == 0)}
+        self._floored_now = set()
+        _count_outcomes(self._blind_trials, self._blind_hits, sorted(blind), accepted, accepted)
+        _count_outcomes(self._calls, self._kept, range(0 if probe else min(called, self.max_depth)), accepted, rows - 1)
+        self._verify[rows] = _median_with(self._verify_recent[rows], verify_seconds)
         self._verify_step[rows] = self._step
         self._unchosen[rows] = self._unchosen[rows] + 1 if probe else 0
         if n_emitted:
@@ -245,7 +305,7 @@ class DraftCosts:
                 if self._tokens_per_step is None
                 else self._tokens_per_step + SMOOTHING * (n_emitted - self._tokens_per_step)
             )
-        _count_outcomes(self._trials, self._accepted, min(rows - 1, self.max_depth), accepted, accepted)
+        _count_outcomes(self._trials, self._accepted, drafted, accepted, accepted)
 
     # Memory --------------------------------------------------------------------------
 
@@ -279,10 +339,12 @@ class DraftCosts:
         return True
 
 
-def _count_outcomes(totals: list[float], hits: list[float], n_heads: int, accepted: int, n_hits: int) -> None:
-    """One decayed outcome for each of the first n_heads heads whose chain before it survived (head k
-    is judged only when the `accepted` drafts before it passed); the first n_hits heads count a hit."""
-    for head in range(min(n_heads, accepted + 1)):
+def _count_outcomes(totals: list[float], hits: list[float], heads: Iterable[int], accepted: int, n_hits: int) -> None:
+    """One decayed outcome for each of `heads` whose chain before it survived (head k is judged only when
+    the `accepted` drafts before it passed); the first n_hits heads count a hit."""
+    for head in heads:
+        if head > accepted:
+            continue
         totals[head] = totals[head] * ACCEPTANCE_MEMORY + 1.0
         hits[head] = hits[head] * ACCEPTANCE_MEMORY + (1.0 if head < n_hits else 0.0)
 
@@ -296,10 +358,10 @@ def _numbers(values: object, n: int, required_max: float | None = None) -> bool:
     return all(v is None or (isinstance(v, int | float) and 0 <= v < 1e6) for v in values)
 
 
-def _low_with(recent: deque[float], sample: float) -> float:
-    """The lower quartile of the latest timings with `sample` (the least of one or two)."""
+def _median_with(recent: deque[float], sample: float) -> float:
+    """The median of the latest timings with `sample` (the lower of two middle ones: the least of one or two)."""
     recent.append(sample)
-    return sorted(recent)[len(recent) // 4]
+    return sorted(recent)[(len(recent) - 1) // 2]
 
 
 def _smoothed(average: float | None, sample: float) -> float:

@@ -172,6 +172,7 @@ def test_speedup_is_never_more_than_the_tokens_a_step_yields() -> None:
 
 
 MOE_CURVE = [1.0, 1.68, 2.32, 2.87]  # the MoE Q4_K_M fixture's V(k)/V(1); a head call costs 0.19 of a row
+DENSE_CURVE = [1.0, 1.3, 1.5, 1.7]  # a dense model: rows beyond the first cost little
 
 
 def calls(costs: DraftCosts, n: int, kept_every: int) -> None:
@@ -232,24 +233,56 @@ def test_a_size_only_timing_probes_use_is_timed_ever_less_often() -> None:
     assert costs._unchosen[2] == 0
 
 
-def test_drafts_that_went_in_blind_floor_a_flat_heads_odds() -> None:
-    """A head with a flat distribution (top probability 0.08) that is right 9 times in 10 gets its
-    drafts in once timing probes (kept whatever the odds) have measured it; a head right 1 time in 5 does not."""
+def flat_drafts(costs: DraftCosts, n: int, right_every: int) -> int:
+    """n steps of a flat head (top probability 0.08) whose draft is right once every `right_every` drafts, kept
+    or not as the odds say; the number kept."""
+    kept = 0
+    for i in range(n):
+        costs.record_draft_call(0, 0.19)
+        if costs.keeps(costs.confidence(0, 0.08), 1):
+            kept += 1
+            hit = i % right_every == 0
+            costs.record_step(2, MOE_CURVE[1], 2.0, 1 + hit, int(hit))
+        else:
+            costs.record_step(1, 1.0, 1.0, 1, 0)
+    return kept
+
+
+def test_a_flat_heads_drafts_go_in_on_its_blind_acceptance() -> None:
+    """A head with a flat distribution (top probability 0.08) that is always right gets its drafts in on
+    its acceptance measured blind; one right 1 time in 5 has the drafts the floor let in show it
+    within a few steps, and then drafts no more, with no timing probe to tell it."""
     right = timed(DraftCosts(3), MOE_CURVE, call=0.19, per_token=1.0)
     wrong = timed(DraftCosts(3), MOE_CURVE, call=0.19, per_token=1.0)
-    assert right.confidence(0, 0.08) == 0.08  # nothing measured blind yet: the head's own word
-    for i in range(10):
-        right.record_step(2, 1.68, 2.0, 2 if i else 1, 1 if i else 0, probe=True)
-        wrong.record_step(2, 1.68, 2.0, 1 if i % 5 else 2, 0 if i % 5 else 1, probe=True)
-    assert right.keeps(right.confidence(0, 0.08), 1)
+    assert flat_drafts(right, 60, right_every=1) == 60
+    assert (right.blind_acceptance(0) or 0.0) > 0.9
+    assert flat_drafts(wrong, 60, right_every=5) <= 4
     assert not wrong.keeps(wrong.confidence(0, 0.08), 1)
+
+
+def test_two_drafts_rejected_at_the_start_do_not_shut_a_good_head_out() -> None:
+    """The first probes draft at the prompt's end, where heads often miss: the floor's prior outweighs them."""
+    costs = timed(DraftCosts(3), DENSE_CURVE, call=0.05, per_token=1.0)
+    for _ in range(2):
+        costs.record_step(2, DENSE_CURVE[1], 2.0, 1, 0, probe=True)
+    assert costs.keeps(costs.confidence(0, 0.08), 1)
+
+
+def test_a_calibrated_heads_unsure_drafts_sink_its_floor() -> None:
+    """For a head whose probability is its odds, the floor lets in only its least sure drafts, and these
+    mostly fail: the floor falls below what a row costs and lets nothing in (its own word decides)."""
+    costs = timed(DraftCosts(3), MOE_CURVE, call=0.19, per_token=1.0)
+    assert flat_drafts(costs, 30, right_every=3) <= 3
+    assert costs.confidence(0, 0.3) == pytest.approx(costs.blind_acceptance(0))
+    assert not costs.keeps(costs.confidence(0, 0.3), 1)
+    assert costs.keeps(costs.confidence(0, 0.95), 1)
 
 
 def test_deep_sizes_the_odds_could_not_choose_are_not_timed_again() -> None:
     """Where heads agree one time in three, even cheap rows would not take drafts three deep: re-timing
     sizes 3 and 4 was pure cost on an MoE model where Off is best. Where heads agree, they are re-timed."""
     rarely, often = (timed(DraftCosts(3), MOE_CURVE, call=0.19, per_token=1.0) for _ in range(2))
-    for i in range(30):
+    for i in range(90):
         rarely.record_step(2, MOE_CURVE[1], 2.0, 1 + (i % 3 == 0), int(i % 3 == 0))
         often.record_step(2, MOE_CURVE[1], 2.0, 2, 1)
     assert rarely.head_acceptance(0) < 0.4 < 0.9 < often.head_acceptance(0)
@@ -273,3 +306,48 @@ def test_heads_rest_while_the_first_is_not_worth_calling() -> None:
     assert costs.heads_resting()
     costs.exploring = True  # Auto's trial measures the heads: they keep up
     assert not costs.heads_resting()
+
+
+def first_head_outcomes(costs: DraftCosts, hits: list[bool]) -> None:
+    for hit in hits:
+        costs.record_draft_call(0, 0.05)
+        costs.record_step(2, DENSE_CURVE[1], 1.3, 1 + hit, int(hit))
+
+
+def test_a_run_of_misses_near_break_even_leaves_the_first_head_called() -> None:
+    """Misses come in runs: a head right a little more often than it must be to pay is not left uncalled (for
+    REMEASURE_STEPS steps) by eight misses in a row; a head right one time in ten soon is."""
+    costs = timed(DraftCosts(3), DENSE_CURVE, call=0.05, per_token=1.0)
+    break_even = (costs._draft[0] + costs.marginal_verify(1)) / costs.token_value()  # type: ignore[operator]
+    first_head_outcomes(costs, [i % 2 == 0 for i in range(60)])
+    assert costs.head_acceptance(0) < break_even + 0.2
+    first_head_outcomes(costs, [False] * 8)
+    assert costs.wants_head(0, 1.0, 1)
+    first_head_outcomes(costs, [i % 10 == 0 for i in range(40)])
+    assert not costs.wants_head(0, 1.0, 1)
+
+
+def test_what_a_step_calling_a_head_spends_beyond_its_parts_counts_against_the_call() -> None:
+    costs = timed(DraftCosts(3), DENSE_CURVE, call=0.05, per_token=1.0)
+    for _ in range(40):
+        costs.record_step(1, 1.0, 1.0 + 0.01, 1, 0)  # no head called: 0.01 s beyond the verification
+        costs.record_draft_call(0, 0.05)
+        costs.record_step(2, 1.3, 1.3 + 0.05 + 0.04, 2, 1)  # a head called: 0.04 s beyond the call and verification
+    assert costs.calling_overhead() == pytest.approx(0.03, abs=0.002)
+
+
+def test_a_deeper_head_must_show_it_pays() -> None:
+    """A deeper head is judged on few outcomes (only when the drafts before it passed): where they make it look
+    just worth its call and row, it is not called; where many outcomes show it worth it, it is."""
+    few, many = (timed(DraftCosts(3), DENSE_CURVE, call=0.05, per_token=1.0) for _ in range(2))
+    for costs, n in ((few, 3), (many, 90)):
+        for i in range(n):
+            costs.record_draft_call(0, 0.05)
+            costs.record_draft_call(1, 0.05)
+            hit = i % 3 != 0  # the second head is right two times in three after a right first draft
+            costs.record_step(3, DENSE_CURVE[2], 1.5, 2 + hit, 1 + hit)
+    chain = 0.8
+    cost = few._draft[1] + few.marginal_verify(2)  # type: ignore[operator]
+    assert chain * few.head_acceptance(1) * few.token_value() > cost  # at face value: worth it
+    assert not few.wants_head(1, chain, 2)
+    assert many.wants_head(1, chain, 2)

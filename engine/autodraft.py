@@ -34,7 +34,12 @@ from engine.draftcost import DraftCosts
 
 Mode = Literal["off", "draft"]
 Phase = Literal["settled", "fill", "trial", "plain"]
-SMOOTHING = 0.2  # weight of a new step in a pace's moving average
+SMOOTHING = 0.2  # weight of a new step in Off's pace (its steps vary little)
+# Drafting's pace is the mean of a trial's steps and those after it, then a moving average over about
+# the last 25: drafting steps vary 1-4 tokens, and misses come in runs; averaged over about the last 5,
+# a run of misses just before a look had Auto choose Off where drafting ran 1.09x plain (dense low,
+# later replies: 0.91x the best fixed depth).
+DRAFT_MEMORY = 25
 TRIAL_STEPS = 12  # drafting steps in a trial (the first trial also times every batch size once)
 # A trial ends early once this many of its steps ran drafting LOSING slower than Off's known pace: where
 # Off is best, a full trial at each new reply cost a few % of a short reply.
@@ -69,6 +74,7 @@ class AutoDraft:
     plain_pace: float | None = None  # seconds per token at Off
     draft_yield: float | None = None  # tokens per drafting step: the most drafting can be faster by
     _draft_seconds: float | None = None  # seconds per drafting step
+    _draft_steps: int = 0  # drafting steps averaged since the last trial began
     _phase_left: int = TRIAL_STEPS
     _trial_drafts: int = 0  # steps of the current trial that drafted by the odds (not timing probes)
     _retry_interval: int = RETRY_MIN
@@ -147,8 +153,10 @@ class AutoDraft:
         """Seconds per step over tokens per step, each averaged: an average of each step's own pace would
         weigh a one-token step (a draft rejected at once) like a four-token one, and read drafting slow."""
         bound = 2.0 * self.draft_pace * n_tokens if self.draft_pace else step_seconds  # a step slowed by another load
-        self._draft_seconds = _averaged(self._draft_seconds, min(step_seconds, bound))
-        self.draft_yield = _averaged(self.draft_yield, float(n_tokens))
+        self._draft_steps += 1
+        weight = max(1.0 / self._draft_steps, 1.0 / DRAFT_MEMORY)
+        self._draft_seconds = _averaged(self._draft_seconds, min(step_seconds, bound), weight)
+        self.draft_yield = _averaged(self.draft_yield, float(n_tokens), weight)
 
     def _losing(self) -> bool:
         return bool(self.plain_pace and self.draft_pace and self.draft_pace > self.plain_pace * (1.0 + LOSING))
@@ -156,6 +164,8 @@ class AutoDraft:
     def _begin(self, phase: Phase) -> None:
         self.phase = phase
         self._trial_drafts = 0
+        if phase == "trial":  # the text may have changed since drafting was last timed: a trial's own mean
+            self._draft_steps = 0
         self._phase_left = {
             "fill": (self.window or 0) + 1,
             "trial": TRIAL_STEPS,
@@ -213,6 +223,7 @@ class AutoDraft:
         self._draft_seconds = draft_pace * max(self.draft_yield or 1.0, 1.0) if draft_pace else None
         self._retry_interval = min(max(int(data.get("retry_interval", RETRY_MIN)), RETRY_MIN), RETRY_MAX)
         self._since_trial = RETRY_MIN  # a new load is new text: its first reply may try drafting
+        self._draft_steps = 1  # the pace taken up counts as one step: this load's own steps soon outweigh it
         self._begin("settled")
         return True
 
@@ -232,6 +243,6 @@ def _at_most_yield(speedup: float, tokens_per_step: float | None) -> float:
     return min(speedup, tokens_per_step) if tokens_per_step else speedup
 
 
-def _averaged(average: float | None, sample: float) -> float:
+def _averaged(average: float | None, sample: float, weight: float) -> float:
     """A moving average without the pace's cut of slow outliers: a long accepted run is no outlier."""
-    return sample if average is None else average + SMOOTHING * (sample - average)
+    return sample if average is None else average + weight * (sample - average)

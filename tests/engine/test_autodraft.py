@@ -82,6 +82,20 @@ def test_drafting_is_left_only_when_clearly_slower(drafting: float, mode: str) -
     assert auto.mode == mode
 
 
+def test_a_run_of_misses_does_not_make_drafting_look_slower_than_off() -> None:
+    """Drafting yields two tokens a step except for a run of six misses every 50 steps: 0.75 s a token against
+    Off's 1.0. Averaged over the last few steps, each run read drafting 1.2 s a token and had Off chosen."""
+    auto = AutoDraft(3, WINDOW)
+    plans: list[StepPlan] = []
+    for step in range(1500):
+        plan = auto.plan()
+        tokens = (1 if step % 50 >= 44 else 2) if plan.draft else 1
+        auto.record(plan, 1.4 if plan.draft else 1.0, tokens)
+        plans.append(plan)
+    assert all(p.rows for p in plans)  # never settled on Off
+    assert sum(1 for p in plans if p.draft) > 0.97 * len(plans)
+
+
 def test_a_new_reply_at_off_gets_a_trial_a_few_tokens_in() -> None:
     auto = AutoDraft(3, WINDOW)
     plans: list[StepPlan] = []

@@ -292,7 +292,7 @@ class DraftCosts:
         # Blind: a probe's drafts, a trial's first, and those the floor let in (only heads whose drafts went in).
         blind = set(drafted) if probe else {h for h in drafted if h in self._floored_now or (self.exploring and h == 0)}
         self._floored_now = set()
-        _count_outcomes(self._blind_trials, self._blind_hits, sorted(blind), accepted, accepted)
+        _count_outcomes(self._blind_trials, self._blind_hits, blind, accepted, accepted)
         _count_outcomes(self._calls, self._kept, range(0 if probe else min(called, self.max_depth)), accepted, rows - 1)
         self._verify[rows] = _median_with(self._verify_recent[rows], verify_seconds)
         self._verify_step[rows] = self._step
